@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from limits import parse_many
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
@@ -35,6 +36,17 @@ class TierLimits(Strict):
     tokens: str | None = Field(None, description="Prompt plus completion tokens per window.")
     concurrency: int | None = Field(None, ge=1, description="Concurrent requests (streams) in flight.")
 
+    @field_validator("requests", "tokens")
+    @classmethod
+    def _valid_rates(cls, rates: str | None) -> str | None:
+        """A typo in a rate must fail the policy load, not surface on the first request."""
+        if rates is not None:
+            try:
+                parse_many(rates)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; expected e.g. '60/minute;1000/day'") from None
+        return rates
+
 
 class LimitsSection(Strict):
     tiers: dict[str, TierLimits] = Field(default_factory=dict)
@@ -54,14 +66,19 @@ class GuardrailOverride(Strict):
 
 
 class LoopOverride(Strict):
-    """Per-client loop thresholds; unset fields keep the bundle's values."""
+    """Per-client loop settings; unset fields keep the bundle's values."""
 
     enabled: bool | None = None
+    mode: Mode | None = None
     min_repeats: int | None = Field(None, ge=2)
-    max_period_chars: int | None = Field(None, ge=1)
+    max_period_chars: int | None = Field(None, ge=1, le=4096)
+    max_period_lines: int | None = Field(None, ge=1, le=1024)
     min_loop_chars: int | None = Field(None, ge=1)
+    min_symbol_loop_chars: int | None = Field(None, ge=1)
     near_dup_ratio: float | None = Field(None, gt=0, le=1)
-    near_dup_window: int | None = Field(None, ge=16)
+    near_dup_min_repeats: int | None = Field(None, ge=2)
+    near_dup_min_unit_chars: int | None = Field(None, ge=1)
+    near_dup_min_letter_share: float | None = Field(None, ge=0, le=1)
 
 
 class ClientPolicy(Strict):
@@ -111,7 +128,8 @@ class WordRule(RuleBase):
 
 
 class PatternRule(RuleBase):
-    """A `regex` pattern matched on the raw text, optionally confirmed by a checksum validator."""
+    """A `regex` pattern matched on the text with full-width ASCII folded to ASCII (offsets unchanged),
+    optionally confirmed by a checksum validator. Matches must fit in ``max_pattern_chars``."""
 
     kind: Literal["pattern"] = "pattern"
     pattern: str = Field(min_length=1)
@@ -125,9 +143,24 @@ Rule = Annotated[WordRule | PatternRule, Field(discriminator="kind")]
 class GuardrailsSection(Strict):
     mask_char: str = Field("*", min_length=1, max_length=1)
     max_separator_gap: int = Field(
-        2, ge=0, le=8, description="Separators (spaces, punctuation, symbols) allowed between two characters of a word."
+        2,
+        ge=0,
+        le=8,
+        description="Separators (spaces, punctuation, symbols) allowed between two characters of a word.",
     )
-    pattern_timeout_ms: float = Field(20.0, gt=0, le=1000, description="Per-match timeout of a pattern rule.")
+    pattern_timeout_ms: float = Field(
+        20.0,
+        gt=0,
+        le=1000,
+        description="Timeout of one pattern scan; a scan that times out blocks (fail closed).",
+    )
+    max_pattern_chars: int = Field(
+        64,
+        ge=8,
+        le=1024,
+        description="Longest text a pattern reads from a match start, look-ahead included. Streams hold back "
+        "this many characters while pattern rules apply, so keep pattern quantifiers bounded by it.",
+    )
     rules: list[Rule] = Field(default_factory=list)
 
 
@@ -137,21 +170,59 @@ class GuardrailsSection(Strict):
 class EngineRepetitionDetection(Strict):
     """vLLM's per-request ``repetition_detection`` (token n-grams), sent as an engine-side backstop."""
 
-    min_pattern_size: int = Field(1, ge=1)
-    max_pattern_size: int = Field(64, ge=1)
-    min_count: int = Field(8, ge=2)
+    min_pattern_size: int = Field(1, ge=1, description="Shortest token n-gram checked.")
+    max_pattern_size: int = Field(64, ge=1, description="Longest token n-gram checked.")
+    min_count: int = Field(8, ge=2, description="Repeats of an n-gram that stop the request.")
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> EngineRepetitionDetection:
+        if self.min_pattern_size > self.max_pattern_size:
+            raise ValueError("min_pattern_size must not exceed max_pattern_size")
+        return self
+
+
+_STREAM_WHERE: tuple[Literal["output", "reasoning"], ...] = ("output", "reasoning")
 
 
 class LoopsSection(Strict):
+    """Repetition-loop detection on streamed output and reasoning (see ``gateway/guardrails/loops.py``).
+
+    Exact loops: a unit repeated at least ``min_repeats`` times back to back. Units up to
+    ``max_period_chars`` are found character by character (哈哈哈, "the the the", a sentence); longer
+    units are found line by line (a block of up to ``max_period_lines`` lines or sentences).
+    Near-duplicate loops: the same lines or sentences recurring with only digits, punctuation or case
+    changed (counters), over at least ``near_dup_min_repeats`` units.
+    """
+
     enabled: bool = True
     rule_id: RuleId = "loop.repetition"
     mode: Mode = "enforce"
-    where: list[Literal["output", "reasoning"]] = Field(default_factory=lambda: ["output", "reasoning"])
-    min_repeats: int = Field(4, ge=2, description="Repeats of a unit at the tail that make an exact loop.")
-    max_period_chars: int = Field(2048, ge=1, description="Longest repeated unit considered, in characters.")
-    min_loop_chars: int = Field(64, ge=1, description="Shortest total repeated span that counts as a loop.")
-    near_dup_ratio: float = Field(0.8, gt=0, le=1, description="Share of repeated n-grams in the window.")
-    near_dup_window: int = Field(1024, ge=16, description="Sliding window for near-duplicate detection.")
+    where: list[Literal["output", "reasoning"]] = Field(default_factory=lambda: list(_STREAM_WHERE))
+    min_repeats: int = Field(4, ge=2, description="Copies of a unit back to back that make an exact loop.")
+    max_period_chars: int = Field(
+        256, ge=1, le=4096, description="Longest unit found character by character (longer: by lines)."
+    )
+    max_period_lines: int = Field(
+        128, ge=1, le=1024, description="Longest unit found line by line, in lines or sentences."
+    )
+    min_loop_chars: int = Field(
+        80, ge=1, description="Shortest repeated span (all copies) that counts as a loop, in characters."
+    )
+    min_symbol_loop_chars: int = Field(
+        512,
+        ge=1,
+        description="The same for units without letters: separators, digits, whitespace, emoji.",
+    )
+    near_dup_ratio: float = Field(
+        0.8, gt=0, le=1, description="Share of characters in lines matching the line one unit back."
+    )
+    near_dup_min_repeats: int = Field(6, ge=2, description="Copies of a unit making a near-duplicate loop.")
+    near_dup_min_unit_chars: int = Field(
+        80, ge=1, description="Shorter units (table rows, list items, code lines) are never near-duplicates."
+    )
+    near_dup_min_letter_share: float = Field(
+        0.6, ge=0, le=1, description="Letters among non-space characters: keeps data (JSON, CSV) out."
+    )
     engine_backstop: EngineRepetitionDetection | None = None
 
 
@@ -167,7 +238,9 @@ class Sampling(Strict):
 
 
 class GenerationSection(Strict):
-    max_tokens_cap: int = Field(4096, ge=1, description="Upper bound on max_tokens; larger requests are capped.")
+    max_tokens_cap: int = Field(
+        4096, ge=1, description="Upper bound on max_tokens; larger requests are capped."
+    )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when the client sends none.")
     context_cap: int = Field(16384, ge=1, description="Estimated prompt plus max_tokens may not exceed this.")
     thinking: Sampling = Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)

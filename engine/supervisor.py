@@ -1,0 +1,565 @@
+"""Run vLLM as a supervised child process: loopback only, internal key, health, restart, clean stop.
+
+The child runs in its own process group, so stopping it reaches vLLM's engine-core processes too,
+and an interrupt typed in the terminal reaches only us: we decide the order of shutdown. On Linux
+the child also gets ``PR_SET_PDEATHSIG`` so it dies with us even if we are killed outright, and an
+``atexit`` hook covers an interpreter exit without ``stop()``.
+
+Exit is detected by polling ``returncode``: ``Process.wait()`` would also wait for the output pipe
+to close, which a surviving grandchild can hold open forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from engine.demo_model import default_data_dir, demo_model_dir, is_demo_model_ready
+from engine.profiles import (
+    ArgValue,
+    EngineCommand,
+    EngineProfile,
+    ProfileError,
+    build_command,
+    get_profile,
+    merge_args,
+    normalise_arg_name,
+)
+
+ENGINE_LOGGER = "menshen.engine"
+VLLM_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
+_LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
+_LEVELS |= {"ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+_EXIT_POLL_S = 0.1
+_TAIL_LINES = 30
+# Sets PR_SET_PDEATHSIG (1) then execs the real command, keeping the pid. If the parent already
+# died between fork and prctl, exit instead of running an orphan.
+_PDEATHSIG_SHIM = (
+    "import ctypes,os,signal,sys\n"
+    "ctypes.CDLL(None).prctl(1,signal.SIGTERM,0,0,0)\n"
+    "if os.getppid()!=int(sys.argv[1]): sys.exit(1)\n"
+    "os.execvp(sys.argv[2],sys.argv[2:])\n"
+)
+
+
+class SupervisorConfigError(ValueError):
+    """The supervisor configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid engine supervisor configuration:\n  - " + "\n  - ".join(problems))
+        self.problems = tuple(problems)
+
+
+class EngineStartError(RuntimeError):
+    """The engine did not become ready (in time, or at all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """How to run the engine. Validated on construction; every problem is reported at once."""
+
+    profile: str | EngineProfile = "cpu-demo"
+    """Profile name (``qwen3-8b``, ``qwen3-8b-awq``, ``cpu-demo``) or a custom profile."""
+    overrides: Mapping[str, ArgValue] = field(default_factory=dict)
+    """vLLM arguments by name; ``None`` removes one, ``True`` is a bare flag."""
+    data_dir: Path | None = None
+    """Where the demo model is prepared; ``None``: ``$GATEWAY_DATA_DIR`` or ``~/.cache/menshen``."""
+    host: str = "127.0.0.1"
+    """Loopback address the engine binds; anything else is refused (the gateway is the only door)."""
+    port: int | None = None
+    """Engine port; ``None`` picks a free one once and keeps it across restarts."""
+    startup_timeout_s: float = 600.0
+    """A start not healthy by then is killed and retried with backoff."""
+    backoff_min_s: float = 1.0
+    """First restart delay; it doubles per consecutive failure."""
+    backoff_max_s: float = 60.0
+    """Cap of the restart delay."""
+    stable_after_s: float = 60.0
+    """Healthy this long, the next crash restarts after ``backoff_min_s`` again."""
+    health_interval_s: float = 5.0
+    """Health probe period once ready."""
+    health_failures: int = 3
+    """Consecutive failed probes after which a running engine counts as hung and is restarted."""
+    progress_interval_s: float = 5.0
+    """How often start-up progress is logged while waiting for ``/health``."""
+    stop_grace_s: float = 20.0
+    """SIGTERM, then SIGKILL after this long."""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """Environment added for the engine (after the profile's)."""
+    otlp_traces_endpoint: str | None = None
+    """Passed to vLLM as ``--otlp-traces-endpoint`` when set."""
+    command_prefix: tuple[str, ...] = ()
+    """Program before the vLLM arguments; empty: ``sys.executable -m vllm.entrypoints.openai.api_server``."""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        profile: EngineProfile | None = None
+        try:
+            profile = get_profile(self.profile) if isinstance(self.profile, str) else self.profile
+        except ProfileError as exc:
+            problems += exc.problems
+        if profile is not None:
+            try:
+                merge_args(profile, self.overrides)
+            except ProfileError as exc:
+                problems += exc.problems
+        try:
+            if not ipaddress.ip_address(self.host).is_loopback:
+                problems.append(f"host must be a loopback address, got {self.host!r}")
+        except ValueError:
+            problems.append(f"host must be a loopback IP address (e.g. 127.0.0.1), got {self.host!r}")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            problems.append(f"port must be in 1..65535, got {self.port}")
+        for name in ("startup_timeout_s", "backoff_min_s", "health_interval_s", "progress_interval_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0")
+        if self.backoff_max_s < self.backoff_min_s:
+            problems.append("backoff_max_s must be >= backoff_min_s")
+        if self.stop_grace_s < 0 or self.stable_after_s < 0:
+            problems.append("stop_grace_s and stable_after_s must be >= 0")
+        if self.health_failures < 1:
+            problems.append("health_failures must be >= 1")
+        if problems:
+            raise SupervisorConfigError(problems)
+
+    def resolved_profile(self) -> EngineProfile:
+        return get_profile(self.profile) if isinstance(self.profile, str) else self.profile
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """A snapshot of the supervisor's state, for readiness checks and metrics."""
+
+    up: bool
+    pid: int | None
+    restarts: int
+    last_exit: int | None
+    reason: str | None
+    base_url: str
+
+
+def _level_of(line: str, previous: int) -> int:
+    # vLLM prefixes its records with the level; continuation lines (tracebacks) keep the last one.
+    match = _LOG_LEVEL.search(line, 0, 80)
+    return _LEVELS[match.group(1)] if match else previous
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while proc.returncode is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_EXIT_POLL_S)
+    return True
+
+
+class EngineSupervisor:
+    """Starts vLLM, waits for it, restarts it with backoff when it dies, stops it cleanly.
+
+    Use as ``async with EngineSupervisor(cfg) as sup: await sup.wait_ready(600)``. The gateway
+    reads ``base_url`` and ``api_key`` (stable across restarts) and ``up`` / ``status()``.
+    """
+
+    def __init__(self, config: SupervisorConfig | None = None) -> None:
+        self._config = config or SupervisorConfig()
+        self._profile = self._config.resolved_profile()
+        self._log = logging.getLogger(ENGINE_LOGGER)
+        self._api_key = secrets.token_urlsafe(32)
+        self._port: int | None = None
+        self._command: EngineCommand | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._signal_stop: asyncio.Task[None] | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._up = False
+        self._restarts = 0
+        self._last_exit: int | None = None
+        self._reason: str | None = "not started"
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no ``/v1``); known once ``start()`` has returned."""
+        if self._port is None:
+            raise RuntimeError("engine supervisor not started")
+        host = f"[{self._config.host}]" if ":" in self._config.host else self._config.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def api_key(self) -> str:
+        """The internal key the engine requires on ``/v1``; never log it."""
+        return self._api_key
+
+    @property
+    def up(self) -> bool:
+        """True while the engine answers ``/health``."""
+        return self._up
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    @property
+    def last_exit(self) -> int | None:
+        """Exit code of the last engine process; negative: killed by that signal."""
+        return self._last_exit
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the engine is not up (``None`` while it is)."""
+        return self._reason
+
+    @property
+    def served_model_name(self) -> str:
+        return self._command.served_model_name if self._command else self._profile.served_model_name
+
+    @property
+    def last_output(self) -> tuple[str, ...]:
+        """The engine's last output lines, for error messages."""
+        return tuple(self._tail)
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            up=self._up,
+            pid=self.pid,
+            restarts=self._restarts,
+            last_exit=self._last_exit,
+            reason=self._reason,
+            base_url=self.base_url if self._port is not None else "",
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> EngineSupervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Prepare the model if needed, launch the engine and supervise it in the background.
+
+        Returns once the process is launched; ``wait_ready()`` waits for it to answer.
+        """
+        if self._task is not None:
+            raise RuntimeError("engine supervisor already started")
+        cfg = self._config
+        self._ready = asyncio.Event()
+        overrides = dict(cfg.overrides)
+        if self._profile.model is None and not any(
+            normalise_arg_name(k) == "model" and v for k, v in overrides.items()
+        ):
+            overrides["model"] = str(await self._prepare_demo_model())
+        self._port = cfg.port or _free_port(cfg.host)
+        self._command = build_command(
+            self._profile,
+            overrides,
+            host=cfg.host,
+            port=self._port,
+            otlp_traces_endpoint=cfg.otlp_traces_endpoint,
+        )
+        self._http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(5.0, connect=2.0))
+        atexit.register(self._kill_at_exit)
+        try:
+            await self._spawn()
+        except BaseException:
+            atexit.unregister(self._kill_at_exit)
+            await self._http.aclose()
+            raise
+        self._task = asyncio.create_task(self._supervise(), name="menshen-engine-supervisor")
+
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
+        """Wait until the engine answers ``/health``; raises ``EngineStartError`` on timeout."""
+        if self._ready is None or self._task is None:
+            raise RuntimeError("engine supervisor not started")
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        if ready in done:
+            return
+        if self._task in done and not self._task.cancelled() and self._task.exception() is not None:
+            raise EngineStartError(f"engine supervisor failed: {self._task.exception()!r}")
+        tail = "\n".join(self._tail) or "(no output)"
+        raise EngineStartError(f"engine not ready after {timeout} s ({self._reason}); last output:\n{tail}")
+
+    async def stop(self) -> None:
+        """Stop supervising and stop the engine: SIGTERM to its group, SIGKILL after the grace period."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._process is not None:
+            await self._terminate(self._process)
+            self._last_exit = self._process.returncode
+        await self._drain_pump()
+        if self._http is not None:
+            await self._http.aclose()
+        self._task = None
+        self._up = False
+        self._reason = "stopped"
+        if self._ready is not None:
+            self._ready.clear()
+        atexit.unregister(self._kill_at_exit)
+        self._log.info("engine stopped (last exit %s)", self._last_exit)
+
+    def install_signal_handlers(self, on_signal: Callable[[int], None] | None = None) -> None:
+        """On SIGTERM/SIGINT stop the engine, then call ``on_signal`` (e.g. to end the service).
+
+        For programs that own their event loop; servers like uvicorn handle signals themselves and
+        should call ``stop()`` from their shutdown hook instead.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig, on_signal)
+
+    def _on_signal(self, sig: int, on_signal: Callable[[int], None] | None) -> None:
+        self._log.info("received %s: stopping the engine", signal.Signals(sig).name)
+        if self._signal_stop is None:
+            self._signal_stop = asyncio.get_running_loop().create_task(self.stop())
+        if on_signal is not None:
+            on_signal(sig)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _prepare_demo_model(self) -> Path:
+        data_dir = self._config.data_dir or default_data_dir()
+        if is_demo_model_ready(data_dir):
+            return demo_model_dir(data_dir)
+        # A separate process, so torch and transformers never load into the gateway's memory.
+        self._reason = "preparing the demo model"
+        self._log.info("preparing the demo model in %s (once; about a minute)", data_dir)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "engine.demo_model",
+            str(data_dir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            await self._pump_lines(proc.stdout, "demo-model")
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                _signal_group(proc.pid, signal.SIGKILL)
+        if code != 0:
+            tail = "\n".join(self._tail)
+            raise EngineStartError(f"demo model preparation failed (exit {code}):\n{tail}")
+        return demo_model_dir(data_dir)
+
+    def _child_env(self, command: EngineCommand) -> dict[str, str]:
+        # The gateway's own settings (secrets included) are none of the engine's business.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(command.env)
+        env.update(self._config.extra_env)
+        env["VLLM_API_KEY"] = self._api_key
+        env["PYTHONUNBUFFERED"] = "1"
+        env["NO_COLOR"] = "1"
+        return env
+
+    async def _spawn(self) -> None:
+        assert self._command is not None
+        prefix = self._config.command_prefix or (sys.executable, *VLLM_SERVER)
+        argv = [*prefix, *self._command.args]
+        if sys.platform == "linux":
+            argv = [sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        self._tail.clear()
+        self._reason = "starting"
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self._child_env(self._command),
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        self._process = proc
+        assert proc.stdout is not None
+        self._pump = asyncio.create_task(self._pump_lines(proc.stdout, str(proc.pid)))
+        self._log.info(
+            "engine starting: pid %d, profile %s, model %s, %s",
+            proc.pid,
+            self._profile.name,
+            self._command.served_model_name,
+            self.base_url,
+        )
+
+    async def _pump_lines(self, stream: asyncio.StreamReader, tag: str) -> None:
+        level = logging.INFO
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line over the limit was dropped by the reader
+                continue
+            if not raw:
+                return
+            # Progress bars redraw with carriage returns; keep the final state of the line.
+            line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1]
+            if not line:
+                continue
+            self._tail.append(line)
+            level = _level_of(line, level)
+            self._log.log(level, "[engine %s] %s", tag, line)
+
+    async def _drain_pump(self) -> None:
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(self._pump, 2.0)
+                except TimeoutError:
+                    self._pump.cancel()
+            self._pump = None
+
+    async def _probe(self) -> bool:
+        assert self._http is not None
+        try:
+            response = await self._http.get(f"{self.base_url}/health")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            proc = self._process
+            assert proc is not None
+            ready_at, why = await self._watch(proc)
+            self._up = False
+            assert self._ready is not None
+            self._ready.clear()
+            await self._terminate(proc)
+            await self._drain_pump()
+            self._last_exit = proc.returncode
+            if ready_at is not None and time.monotonic() - ready_at >= self._config.stable_after_s:
+                failures = 0
+            failures += 1
+            cfg = self._config
+            delay = min(cfg.backoff_max_s, cfg.backoff_min_s * 2 ** (failures - 1))
+            what = why or f"exited with code {proc.returncode}"
+            self._reason = f"engine {what}; restarting in {delay:.1f} s"
+            self._log.warning("engine pid %d %s; restart %d in %.1f s", proc.pid, what, failures, delay)
+            await asyncio.sleep(delay)
+            self._restarts += 1
+            await self._spawn()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> tuple[float | None, str | None]:
+        """Wait until the process exits or must be replaced: (time it became ready, why replaced)."""
+        cfg = self._config
+        started = time.monotonic()
+        next_progress = started + cfg.progress_interval_s
+        ready_at: float | None = None
+        failed = 0
+        while True:
+            interval = cfg.health_interval_s if ready_at is not None else min(0.5, cfg.health_interval_s)
+            if await _wait_exit(proc, interval):
+                return ready_at, None
+            healthy = await self._probe()
+            now = time.monotonic()
+            if proc.returncode is not None:
+                return ready_at, None
+            if ready_at is None:
+                if healthy:
+                    ready_at = now
+                    self._mark_up()
+                    self._log.info("engine ready after %.1f s at %s", now - started, self.base_url)
+                elif now - started >= cfg.startup_timeout_s:
+                    return None, f"not healthy within {cfg.startup_timeout_s:.0f} s"
+                elif now >= next_progress:
+                    next_progress = now + cfg.progress_interval_s
+                    self._log.info(
+                        "engine starting: waiting for /health (%.0f s, pid %d)", now - started, proc.pid
+                    )
+            elif healthy:
+                failed = 0
+                if not self._up:
+                    self._mark_up()
+            else:
+                failed += 1
+                self._log.warning("engine health check failed (%d/%d)", failed, cfg.health_failures)
+                if failed >= cfg.health_failures:
+                    return ready_at, f"failed {failed} health checks"
+
+    def _mark_up(self) -> None:
+        self._up = True
+        self._reason = None
+        assert self._ready is not None
+        self._ready.set()
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        # The child leads its own process group: signalling the group reaches vLLM's workers too.
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            if not await _wait_exit(proc, self._config.stop_grace_s):
+                self._log.warning(
+                    "engine pid %d ignored SIGTERM for %.0f s: killing", proc.pid, self._config.stop_grace_s
+                )
+                _signal_group(proc.pid, signal.SIGKILL)
+                await _wait_exit(proc, 10.0)
+        # Whatever is left of the group would be an orphan now (and holds our output pipe).
+        _signal_group(proc.pid, signal.SIGKILL)
+
+    def _kill_at_exit(self) -> None:
+        proc = self._process
+        if proc is None or proc.returncode is not None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + min(self._config.stop_grace_s, 5.0)
+        # Poll, never reap: asyncio's child watcher owns the wait status.
+        while time.monotonic() < deadline:
+            try:
+                os.kill(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        _signal_group(proc.pid, signal.SIGKILL)

@@ -1,0 +1,225 @@
+"""``create_app(settings)``: builds every collaborator, wires routes, plugins and error handlers.
+
+Nothing happens at import time. Background work (policy watcher, lease heartbeat, engine supervision)
+starts in the app's lifespan and stops with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.plugins import PluginProtocol
+
+from engine.client import EngineClient, EngineClientConfig
+from gateway.auth import AuthConfig, Authenticator, BuiltinIssuer
+from gateway.errors import GatewayError, error_json
+from gateway.policy.store import PolicyStore
+from gateway.policy.watcher import install_sighup, watch
+from gateway.ratelimit import RateLimitConfig, RateLimiter
+from gateway.relay.service import RelayService
+from gateway.routes.completions import CompletionsController
+from gateway.routes.health import healthz, readyz
+from gateway.routes.metrics import metrics_route
+from gateway.routes.models import list_models
+from gateway.routes.oauth import oauth_router
+from gateway.settings import Settings, read_secret_file
+from gateway.state import GatewayState
+from gateway.telemetry.audit import AuditLog, load_or_create_key
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.recorder import Recorder
+from gateway.telemetry.spans import Telemetry
+from gateway.telemetry.tracing import setup_tracing
+
+log = logging.getLogger("menshen.app")
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+@dataclass(slots=True)
+class AppParts:
+    """Optional parts supplied by the caller (``gateway up``, tests) instead of built from settings."""
+
+    telemetry: Telemetry | None = None
+    engine_transport: httpx.AsyncBaseTransport | None = None
+    supervisor: Any = None
+    engine_api_key: str | None = None
+    extra_plugins: list[PluginProtocol] = field(default_factory=list)
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    data = settings.data_dir
+    return AuthConfig(
+        modes=frozenset(settings.auth),
+        jwt_issuer=settings.jwt_issuer,
+        jwt_audience=settings.jwt_audience,
+        jwks_url=settings.jwks_url,
+        algorithms=settings.jwt_algorithms,
+        leeway_s=settings.jwt_leeway,
+        introspection_url=settings.introspection_url,
+        introspection_client_id=settings.introspection_client_id,
+        introspection_client_secret_file=settings.introspection_client_secret_file,
+        builtin_issuer=settings.issuer_url or f"http://{settings.host}:{settings.port}",
+        key_file=settings.auth_key_file or data / "issuer-keys.json",
+        secrets_file=settings.auth_secrets_file or data / "client-secrets.yaml",
+        token_ttl_s=settings.token_ttl,
+    )
+
+
+def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Telemetry, BuiltinIssuer | None]:
+    """Every collaborator, validated; raises on an invalid policy bundle or auth configuration."""
+    telemetry = parts.telemetry or Telemetry(setup_tracing(set_global=False))
+    metrics = Metrics()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit = AuditLog(
+        settings.audit_path,
+        load_or_create_key(settings.data_dir / "audit.key"),
+        max_bytes=settings.audit_max_bytes,
+        on_failure=lambda _exc: metrics.audit_failures.inc(),
+    )
+
+    def on_reload(ok: bool, version: str, errors: object) -> None:
+        metrics.policy_reload(ok=ok, version=version[:12])
+        audit.record("policy_reload", result="success" if ok else "failure", policy_version=version[:12])
+
+    policy = PolicyStore.open(settings.policies, hooks=[on_reload])
+    metrics.policy_reload(ok=True, version=policy.current.short_version)
+    metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
+
+    cfg = auth_config(settings)
+    problems = cfg.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    http = httpx.AsyncClient(timeout=cfg.fetch_timeout_s, trust_env=False, follow_redirects=False)
+    authenticator = Authenticator.from_config(cfg, http)
+    issuer = (
+        BuiltinIssuer(cfg, clients_policy=lambda: policy.current.bundle.clients) if "builtin" in cfg.modes else None
+    )
+
+    limiter = RateLimiter(
+        RateLimitConfig(
+            redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+            command_timeout_ms=settings.redis_timeout_ms,
+        )
+    )
+    engine = EngineClient(
+        EngineClientConfig(
+            base_url=settings.upstream,
+            api_key=parts.engine_api_key or read_secret_file(settings.upstream_api_key_file),
+            connect_timeout_s=settings.connect_timeout,
+            first_token_timeout_s=settings.first_token_timeout,
+            idle_timeout_s=settings.idle_timeout,
+        ),
+        transport=parts.engine_transport,
+    )
+    state = GatewayState(
+        settings=settings,
+        engine=engine,
+        policy=policy,
+        authenticator=authenticator,
+        limiter=limiter,
+        tracer=telemetry.tracer,
+        recorder=Recorder(metrics, audit),
+        supervisor=parts.supervisor,
+        http=http,
+    )
+    if audit is not None:
+        state.extra_ready_checks.append(lambda: _audit_problem(state, audit))
+    return state, telemetry, issuer
+
+
+def _audit_problem(state: GatewayState, audit: AuditLog) -> str | None:
+    if audit.healthy or state.policy.current.bundle.audit.on_failure != "block":
+        return None
+    return "audit sink failing and the policy blocks traffic until it recovers"
+
+
+def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
+    parts = parts or AppParts()
+    state, telemetry, issuer = build_state(settings, parts)
+    relay = RelayService(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(watch(state.policy), name="policy-watcher")]
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            install_sighup(asyncio.get_running_loop(), state.policy)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.engine.aclose()
+            await state.limiter.aclose()
+            if state.http is not None:
+                await state.http.aclose()
+            state.recorder.close()
+            if parts.telemetry is None:
+                telemetry.shutdown()
+
+    route_handlers: list[Any] = [CompletionsController, list_models, healthz, readyz]
+    if settings.metrics_port is None:
+        route_handlers.append(metrics_route(state.recorder.metrics, read_secret_file(settings.metrics_token_file)))
+    if issuer is not None:
+        route_handlers.append(oauth_router(issuer))
+    plugins: list[PluginProtocol] = list(parts.extra_plugins)
+    otel = telemetry.litestar_plugin()
+    if otel is not None:
+        plugins.append(otel)
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies={
+            "gateway": Provide(lambda: state, sync_to_thread=False, use_cache=True),
+            "relay": Provide(lambda: relay, sync_to_thread=False, use_cache=True),
+        },
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
+        lifespan=[lifespan],
+        plugins=plugins,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def _gateway_error(_request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+    return Response(exc.encode(), status_code=exc.status, headers=exc.headers, media_type="application/json")
+
+
+def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status == 413:
+        message = "The request body is too large."
+    elif status == 400:
+        message = f"Invalid request: {exc.detail}"
+    else:
+        message = str(exc.detail)
+    body = error_json(status, message, _STATUS_TYPES.get(status, "error"), code=f"http_{status}")
+    return Response(body, status_code=status, headers=exc.headers or None, media_type="application/json")
+
+
+def _unexpected(_request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Logged with its type only; the traceback could quote request data.
+    log.error("unexpected error: %s", type(exc).__name__)
+    body = error_json(500, "Internal gateway error.", "internal_error", code="internal_error")
+    return Response(body, status_code=500, media_type="application/json")
+
+
+__all__ = ["AppParts", "auth_config", "build_state", "create_app"]

@@ -1,0 +1,248 @@
+"""The normaliser: one per-character mapping applied identically to list words and to scanned text.
+
+Every original character maps to one of:
+
+- ``SEP``: a separator (whitespace, punctuation, symbols, controls). Dropped from the normalised
+  text, but counted: a word may span at most ``max_separator_gap`` of them between two characters.
+- ``SKIP``: an invisible character (format characters such as ZWSP/ZWJ/BOM/soft hyphen/bidi
+  controls, combining marks, variation selectors). Dropped and not counted.
+- one or more kept characters: NFKC (full-width, circled …), accents stripped, case folded,
+  traditional → simplified (OpenCC ``t2s``, per character), Cyrillic/Greek look-alikes → Latin.
+
+The mapping is per character, so offsets stay exact: each normalised character comes from exactly one
+original character. `Normalized` maps normalised offsets back to original ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Iterator
+
+import opencc
+
+SEP = "\x01"
+SKIP = "\x02"
+_SKIP_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+
+# Look-alikes folded to Latin, after case folding (so lower-case forms only).
+HOMOGLYPHS: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "з": "3", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d", "һ": "h",
+    "ӏ": "l", "ԛ": "q", "ԝ": "w", "ү": "y", "ɡ": "g", "ь": "b",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "μ": "u", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ϲ": "c", "ζ": "z", "ω": "w",
+    # Latin variants that NFKC keeps
+    "ı": "i", "ɑ": "a", "ɩ": "i", "ʟ": "l", "ᴏ": "o", "ꞵ": "b",
+}  # fmt: skip
+
+_HAN_RANGES = ((0x3400, 0x4DC0), (0x4E00, 0xA000), (0xF900, 0xFB00), (0x20000, 0x2FA20), (0x30000, 0x323B0))
+
+
+def is_word_char(ch: str) -> bool:
+    """A letter or digit of an alphabetic script: Latin-script words need a boundary next to these.
+
+    CJK, kana and hangul are excluded (code points from U+2E80 up): those words match anywhere.
+    """
+    return ch < "\u2e80" and ch.isalnum()
+
+
+def _assigned_code_points() -> Iterator[int]:
+    """Planes 0-3 and the tags/variation selectors of plane 14; planes 4-13 are unassigned and
+    planes 15-16 are private use, which maps to itself."""
+    yield from range(0x323B0)
+    yield from range(0xE0000, 0xE0200)
+
+
+def _t2s_table() -> dict[str, str]:
+    """Traditional → simplified for single Han characters, from one batched OpenCC call."""
+    han = [chr(cp) for lo, hi in _HAN_RANGES for cp in range(lo, hi) if unicodedata.category(chr(cp)) != "Cn"]
+    converted = opencc.OpenCC("t2s").convert("\n".join(han)).split("\n")
+    if len(converted) != len(han):  # never seen; keep going without t2s rather than misalign
+        return {}
+    return {src: dst for src, dst in zip(han, converted, strict=True) if len(dst) == 1 and dst != src}
+
+
+def _map_char(ch: str, t2s: dict[str, str]) -> str:
+    cat = unicodedata.category(ch)
+    if cat in _SKIP_CATEGORIES:
+        return SKIP
+    if cat == "Cc":
+        return SEP
+    # classify after NFKC: circled letters are symbols (So) whose compatibility form is a letter
+    if not unicodedata.decomposition(ch) and ch.casefold() == ch:
+        if ch not in t2s and ch not in HOMOGLYPHS:  # the common case, kept short: this runs 200k times
+            return SEP if cat[0] in "PSZ" else ch
+        text = ch
+    else:
+        stripped = "".join(
+            c for c in unicodedata.normalize("NFKD", ch) if unicodedata.category(c) not in _SKIP_CATEGORIES
+        )
+        text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", stripped).casefold())
+    kept: list[str] = []
+    saw_sep = False
+    for c in text:
+        c = t2s.get(c, c)
+        c = HOMOGLYPHS.get(c, c)
+        k = unicodedata.category(c)
+        if k in _SKIP_CATEGORIES:
+            continue
+        if k == "Cc" or k[0] in "PSZ":
+            saw_sep = True
+            continue
+        kept.append(c)
+    if kept:
+        return "".join(kept)
+    return SEP if saw_sep else SKIP
+
+
+def _char_class(code_points: list[int]) -> str:
+    """A regex character class of ``code_points``, as ranges."""
+    parts: list[str] = []
+    it = iter(sorted(code_points))
+    lo = hi = next(it)
+    for cp in it:
+        if cp == hi + 1:
+            hi = cp
+            continue
+        parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+        lo = hi = cp
+    parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+    return "[" + "".join(parts) + "]"
+
+
+class Normalized:
+    """A normalised text with the map back to the original.
+
+    ``text`` has separators and invisible characters removed. The offset map and the separator gaps
+    are built on first use only: most texts have no match and never need them.
+    """
+
+    __slots__ = ("_bp_n", "_bp_o", "_build", "_gaps", "text")
+
+    def __init__(self, text: str, build: Iterator[tuple[int, int, int]] | None) -> None:
+        self.text = text
+        self._build = build
+        self._bp_n: list[int] = [0]
+        self._bp_o: list[int] = [0]
+        self._gaps: dict[int, int] = {}
+
+    def _ready(self) -> None:
+        if self._build is None:
+            return
+        for n, o, seps in self._build:
+            self._bp_n.append(n)
+            self._bp_o.append(o)
+            if seps:
+                self._gaps[n] = seps
+        self._build = None
+
+    def orig(self, n: int) -> int:
+        """Original offset of normalised character ``n``."""
+        self._ready()
+        k = bisect_right(self._bp_n, n) - 1
+        return self._bp_o[k] + (n - self._bp_n[k])
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original span of normalised ``[start, end)`` (``end > start``)."""
+        return self.orig(start), self.orig(end - 1) + 1
+
+    def gap(self, n: int) -> int:
+        """Separators between normalised characters ``n - 1`` and ``n`` (``n == len`` for the tail)."""
+        self._ready()
+        return self._gaps.get(n, 0)
+
+
+class Normalizer:
+    """The per-character table, built once per process (see `default_normalizer`)."""
+
+    __slots__ = ("_astral", "_changed_bmp", "_removed_bmp", "_sentinels", "table")
+
+    def __init__(self) -> None:
+        t2s = _t2s_table()
+        table: dict[int, str] = {}
+        for cp in _assigned_code_points():
+            ch = chr(cp)
+            if unicodedata.category(ch) in ("Cn", "Co", "Cs"):
+                continue
+            mapped = _map_char(ch, t2s)
+            if mapped != ch:
+                table[cp] = mapped
+        self.table = table
+        removed = [cp for cp, m in table.items() if cp < 0x10000 and m in (SEP, SKIP)]
+        changed = [cp for cp, m in table.items() if cp < 0x10000 and m not in (SEP, SKIP)]
+        # BMP-only classes compile to a bitmap in `re`; astral text takes the general path
+        self._removed_bmp = re.compile(_char_class(removed) + "+")
+        self._changed_bmp = re.compile(_char_class(changed))
+        self._astral = re.compile("[\U00010000-\U0010ffff]")
+        self._sentinels = re.compile("[\x01\x02]+")
+
+    def char(self, ch: str) -> str:
+        """The mapping of one character: ``SEP``, ``SKIP`` or the kept characters."""
+        return self.table.get(ord(ch), ch)
+
+    def word(self, word: str) -> str:
+        """A list word as the matcher sees it: normalised, separators removed."""
+        return "".join(m for m in word.translate(self.table) if m not in (SEP, SKIP))
+
+    def normalize(self, text: str) -> Normalized:
+        if self._astral.search(text) is None and self._changed_bmp.search(text) is None:
+            # fast path: only separators change; one C-speed pass, map built lazily from the original
+            return Normalized(self._removed_bmp.sub("", text), self._runs(text, self._removed_bmp, text))
+        mapped = text.translate(self.table)
+        if len(mapped) == len(text):
+            kept = mapped.replace(SEP, "").replace(SKIP, "")
+            return Normalized(kept, self._runs(mapped, self._sentinels, None))
+        return self._expanding(text)
+
+    def _runs(self, text: str, runs: re.Pattern[str], original: str | None) -> Iterator[tuple[int, int, int]]:
+        """Breakpoints (normalised offset, original offset, separators before) of 1:1 mapped text."""
+        removed = 0
+        table = self.table
+        for m in runs.finditer(text):
+            a, b = m.span()
+            if original is None:
+                seps = text.count(SEP, a, b)
+            else:
+                seps = sum(1 for c in original[a:b] if table[ord(c)] == SEP)
+            yield a - removed, b, seps
+            removed += b - a
+
+    def _expanding(self, text: str) -> Normalized:
+        """General path for texts where a character expands (``ﬁ`` → ``fi``): explicit breakpoints."""
+        out: list[str] = []
+        points: list[tuple[int, int, int]] = []
+        n = 0
+        delta = 0
+        seps = 0
+        table = self.table
+        for i, ch in enumerate(text):
+            mapped = table.get(ord(ch), ch)
+            if mapped == SEP:
+                seps += 1
+                continue
+            if mapped == SKIP:
+                continue
+            for c in mapped:
+                if i - n != delta or seps:
+                    points.append((n, i, seps))
+                    delta = i - n
+                    seps = 0
+                out.append(c)
+                n += 1
+        if seps:
+            points.append((n, len(text), seps))
+        return Normalized("".join(out), iter(points))
+
+
+@functools.cache
+def default_normalizer() -> Normalizer:
+    """The process-wide normaliser; the table takes about a second to build, once."""
+    return Normalizer()
+
+
+__all__ = ["HOMOGLYPHS", "SEP", "SKIP", "Normalized", "Normalizer", "default_normalizer", "is_word_char"]

@@ -1,0 +1,310 @@
+"""The incremental stream scanner: one per stream and field, split-invariant by construction.
+
+Invariant: every hit that starts before the release point ``r`` is known. Text before ``r`` is final
+(masks applied) and is released at once; only the tail from ``r`` is held back.
+
+- Words: ``r`` is the start of the longest normalised tail that is still a prefix of some word (the
+  automaton's depth), so at most ``longest word - 1`` normalised characters plus the separators
+  between them are held. A complete Latin-script word at the tail is held until the next character
+  shows whether a word boundary follows.
+- Patterns: a match starting more than ``max_pattern_chars`` before the end can no longer change,
+  so patterns are scanned in steps of `PATTERN_STEP` characters over that settled region and hold
+  back between ``max_pattern_chars - 1`` and that plus the step.
+
+A block stops at the leftmost enforced block hit once every hit starting before it is known, so the
+released text, the masks and the decisions are the same however the text was split.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.guardrails.normalize import SEP, SKIP
+from gateway.guardrails.patterns import fold_width, scan_from
+from gateway.guardrails.pipeline import CheckResult, Decision, DeltaField, Stop
+
+if TYPE_CHECKING:
+    from gateway.guardrails.compiled import CompiledGuardrails, RuleView
+
+PATTERN_STEP = 16
+LOOKBEHIND_CHARS = 32  # context kept before a pattern scan position for look-behinds
+_TRIM_SLACK = 2048
+
+
+def mask_spans(text: str, spans: list[tuple[int, int]], mask_char: str, offset: int = 0) -> str:
+    """``text`` (starting at absolute ``offset``) with each span replaced by ``mask_char`` × its length."""
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    size = len(text)
+    for start, end in sorted(spans):
+        lo, hi = max(start - offset, pos), min(end - offset, size)
+        if lo >= hi:
+            continue
+        out.append(text[pos:lo])
+        out.append(mask_char * (hi - lo))
+        pos = hi
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class FieldScanner:
+    """Scanner state for one field of one stream. Offsets are absolute in the field's text."""
+
+    __slots__ = (
+        "_base", "_block", "_end", "_folded", "_g", "_gap", "_k", "_known", "_masks", "_n", "_nbase",
+        "_ngap", "_norig", "_pending", "_pnext", "_pq", "_raw", "_released", "_seen", "_stopped", "_table",
+        "_view", "_where",
+    )  # fmt: skip
+
+    def __init__(self, guardrails: CompiledGuardrails, view: RuleView, where: str) -> None:
+        self._g = guardrails
+        self._view = view
+        self._where = where
+        self._table = guardrails.normalizer.table
+        self._raw = ""
+        self._folded = ""
+        self._base = 0
+        self._end = 0
+        self._released = 0
+        self._stopped = False
+        # words: normalised tail, its original offsets and separator gaps, automaton depth
+        self._n = ""
+        self._nbase = 0
+        self._norig: list[int] = []
+        self._ngap: list[int] = []
+        self._gap = 0
+        self._k = 0
+        self._pending: list[tuple[int, int, int]] = []
+        # patterns: settled point and where each pattern resumes
+        self._pq = 0
+        self._pnext = [0] * len(view.patterns)
+        # hits known but not yet released; enforced masks; leftmost enforced block (start, end, rule)
+        self._known: list[Decision] = []
+        self._seen: set[tuple[int, int, int]] = set()
+        self._masks: list[tuple[int, int]] = []
+        self._block: tuple[int, int, int, Decision] | None = None
+
+    # --- feeding ---------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> CheckResult:
+        if self._stopped or not text:
+            return CheckResult("")
+        start = self._end
+        self._raw += text
+        self._end += len(text)
+        if self._view.patterns:
+            self._folded += fold_width(text)
+        if self._view.words:
+            self._feed_words(text, start)
+        if self._view.patterns and self._end - self._g.max_pattern_chars + 1 - self._pq >= PATTERN_STEP:
+            self._scan_patterns(self._end - self._g.max_pattern_chars + 1)
+        return self._release(self._release_point())
+
+    def finish(self) -> CheckResult:
+        if self._stopped:
+            return CheckResult("")
+        if self._view.words:
+            self._resolve_pending(final=True)
+        if self._view.patterns:
+            self._scan_patterns(None)
+        result = self._release(self._end)
+        self._stopped = True
+        return result
+
+    def _feed_words(self, text: str, start: int) -> None:
+        table = self._table
+        for i, ch in enumerate(text):
+            mapped = table.get(ord(ch), ch)
+            if mapped == SEP:
+                self._gap += 1
+            elif mapped != SKIP:
+                for c in mapped:
+                    self._push(c, start + i)
+        if self._pending:
+            self._resolve_pending(final=False)
+
+    def _push(self, c: str, orig: int) -> None:
+        words = self._g.words
+        if self._gap > words.max_gap:
+            self._k = 0  # nothing before a long separator run can be part of a match
+        self._n += c
+        self._norig.append(orig)
+        self._ngap.append(self._gap)
+        self._gap = 0
+        if self._pending:  # the character after a complete Latin-script word decides its boundary
+            self._resolve_pending(final=False)
+        n = self._n
+        prefixes = words.prefixes
+        entry: tuple[tuple[int, ...], bool] | None = None
+        j = min(self._k + 1, words.max_len)
+        while j:
+            entry = prefixes.get(n[-j:])
+            if entry is not None:
+                break
+            j -= 1
+        self._k = j
+        outs = entry[0] if entry is not None else None
+        nend = self._nbase + len(n)
+        if outs:
+            for w in outs:
+                s = nend - len(words.words[w])
+                if words.need_end[w]:
+                    self._pending.append((w, s, nend))
+                else:
+                    self._decide(w, s, nend, at_end=True)
+        keep = words.max_len + 2
+        if len(n) > 4 * keep:
+            cut = len(n) - keep
+            self._n = n[cut:]
+            del self._norig[:cut], self._ngap[:cut]
+            self._nbase += cut
+
+    def _gap_at(self, rel: int) -> int:
+        return self._ngap[rel] if rel < len(self._ngap) else self._gap
+
+    def _resolve_pending(self, *, final: bool) -> None:
+        nend = self._nbase + len(self._n)
+        still: list[tuple[int, int, int]] = []
+        for w, s, e in self._pending:
+            if e < nend or self._gap or final:
+                self._decide(w, s, e, at_end=final and e == nend)
+            else:
+                still.append((w, s, e))
+        self._pending = still
+
+    def _decide(self, w: int, s: int, e: int, *, at_end: bool) -> None:
+        base = self._nbase
+        if not self._g.words.valid(w, s - base, e - base, self._n, self._gap_at, at_end):
+            return
+        start, end = self._norig[s - base], self._norig[e - 1 - base] + 1
+        for r in self._g.words.rules[w]:
+            self._add(r, start, end, timed_out=False)
+
+    def _scan_patterns(self, limit: int | None) -> None:
+        g = self._g
+        for slot, index in enumerate(self._view.patterns):
+            pos = max(self._pnext[slot], self._pq)
+            if limit is not None and pos >= limit:
+                continue
+            pattern = g.patterns[index]
+            found, self._pnext[slot] = scan_from(pattern, 0, self._folded, self._base, pos, limit, g.timeout)
+            for m in found:
+                self._add(pattern.rule, m.start, m.end, timed_out=m.timed_out)
+        self._pq = self._end if limit is None else limit
+
+    def _add(self, rule: int, start: int, end: int, *, timed_out: bool) -> None:
+        view = self._view
+        if view.modes[rule] is None or (start, end, rule) in self._seen:
+            return
+        self._seen.add((start, end, rule))
+        matched = "" if timed_out else self._raw[start - self._base : end - self._base]
+        d = self._g.decision(rule, view, self._where, start, end, matched, timed_out=timed_out)
+        self._known.append(d)
+        if d.mode != "enforce":
+            return
+        if d.action == "mask":
+            self._masks.append((start, end))
+        elif d.action == "block":
+            key = (start, end, rule, d)
+            if self._block is None or key[:3] < self._block[:3]:
+                self._block = key
+
+    # --- releasing -------------------------------------------------------------------------------
+
+    def _release_point(self) -> int:
+        r = self._end
+        if self._view.words and self._k and self._gap <= self._g.words.max_gap:
+            hold = self._hold()
+            if hold:
+                r = self._norig[len(self._n) - hold]
+        if self._pending:
+            r = min(r, self._norig[self._pending[0][1] - self._nbase])
+        if self._view.patterns:
+            r = min(r, self._pq)
+        return max(r, self._released)
+
+    def _hold(self) -> int:
+        """Length of the longest normalised tail that more text could still turn into a match."""
+        n = self._n
+        prefixes = self._g.words.prefixes
+        for j in range(self._k, 0, -1):
+            entry = prefixes.get(n[-j:])
+            if entry is not None and entry[1]:
+                return j
+        return 0
+
+    def _release(self, r: int) -> CheckResult:
+        block = self._block
+        if block is not None and block[0] <= r:
+            b = block[0]
+            text = self._masked(self._released, b)
+            final = [d for d in self._known if d.start < b]
+            final.append(block[3])
+            final.sort(key=lambda d: (d.start, d.end, d.rule))
+            self._stopped = True
+            self._released = b
+            stop = Stop("content_filter", {"stopped": "content_filter", "rule": block[3].rule})
+            return CheckResult(text, stop, final)
+        text = self._masked(self._released, r) if r > self._released else ""
+        self._released = r
+        decisions: list[Decision] | None = None
+        if self._known:
+            ready = [d for d in self._known if d.start < r]
+            if ready:
+                self._known = [d for d in self._known if d.start >= r]
+                decisions = sorted(ready, key=lambda d: (d.start, d.end, d.rule))
+        self._trim()
+        return CheckResult(text, None, decisions)
+
+    def _masked(self, a: int, b: int) -> str:
+        segment = self._raw[a - self._base : b - self._base]
+        if not self._masks:
+            return segment
+        spans = [(s, e) for s, e in self._masks if e > a and s < b]
+        self._masks = [(s, e) for s, e in self._masks if e > b]
+        return mask_spans(segment, spans, self._g.mask_char, a)
+
+    def _trim(self) -> None:
+        keep = self._released
+        if self._view.patterns:
+            keep = min(keep, min(self._pnext, default=self._pq), self._pq) - LOOKBEHIND_CHARS
+        cut = keep - self._base
+        if cut > _TRIM_SLACK:
+            self._raw = self._raw[cut:]
+            if self._view.patterns:
+                self._folded = self._folded[cut:]
+            self._base = keep
+
+
+class GuardrailStream:
+    """The guardrails `StreamCheck`: ``content`` is scanned as ``output``, ``reasoning`` as itself."""
+
+    __slots__ = ("_client", "_fields", "_g")
+
+    def __init__(self, guardrails: CompiledGuardrails, client_id: str | None) -> None:
+        self._g = guardrails
+        self._client = client_id
+        self._fields: dict[str, FieldScanner | None] = {}
+
+    def _field(self, where: DeltaField) -> FieldScanner | None:
+        try:
+            return self._fields[where]
+        except KeyError:
+            place = "output" if where == "content" else "reasoning"
+            view = self._g.view(self._client, place)
+            scanner = None if view.empty else FieldScanner(self._g, view, place)
+            self._fields[where] = scanner
+            return scanner
+
+    def feed(self, where: DeltaField, text: str) -> CheckResult:
+        scanner = self._field(where)
+        return CheckResult(text) if scanner is None else scanner.feed(text)
+
+    def finish(self, where: DeltaField) -> CheckResult:
+        scanner = self._field(where)
+        return CheckResult("") if scanner is None else scanner.finish()
+
+
+__all__ = ["LOOKBEHIND_CHARS", "PATTERN_STEP", "FieldScanner", "GuardrailStream", "mask_spans"]

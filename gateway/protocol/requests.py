@@ -1,0 +1,125 @@
+"""The request fields Menshen accepts, and nothing else.
+
+Unknown fields are refused (``forbid_unknown_fields``): vLLM accepts ``chat_template``, ``vllm_xargs`` and
+other fields a client must never control, so what goes upstream is re-serialised from these objects, not
+forwarded as raw bytes. Unset fields stay UNSET so that they are omitted upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+StopSeq = Annotated[str, Meta(max_length=256)]
+Stop = StopSeq | Annotated[list[StopSeq], Meta(max_length=16)]
+
+
+class TextPart(Struct, forbid_unknown_fields=True, tag_field="type", tag="text"):
+    text: str
+
+
+class Message(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | UnsetType = UNSET
+
+    def text(self) -> str:
+        """The message's text, parts joined by a newline."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class StreamOptions(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    include_usage: bool = False
+
+
+class ChatTemplateKwargs(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    enable_thinking: bool | UnsetType = UNSET
+
+
+class SamplingFields(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """Fields common to chat and text completions."""
+
+    model: str
+    max_tokens: PositiveInt | None | UnsetType = UNSET
+    temperature: Temperature | None | UnsetType = UNSET
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None | UnsetType = UNSET
+    top_k: Annotated[int, Meta(ge=-1)] | None | UnsetType = UNSET
+    min_p: Probability | None | UnsetType = UNSET
+    presence_penalty: Penalty | None | UnsetType = UNSET
+    frequency_penalty: Penalty | None | UnsetType = UNSET
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | None | UnsetType = UNSET
+    stop: Stop | None | UnsetType = UNSET
+    seed: int | None | UnsetType = UNSET
+    n: Annotated[int, Meta(ge=1, le=1)] | UnsetType = UNSET
+    stream: bool = False
+    stream_options: StreamOptions | None | UnsetType = UNSET
+    user: Annotated[str, Meta(max_length=256)] | None | UnsetType = UNSET
+
+    @property
+    def wants_usage(self) -> bool:
+        return isinstance(self.stream_options, StreamOptions) and self.stream_options.include_usage
+
+    def requested_max_tokens(self) -> int | None:
+        value = self.max_tokens
+        return value if isinstance(value, int) else None
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
+    chat_template_kwargs: ChatTemplateKwargs | None | UnsetType = UNSET
+
+    def requested_max_tokens(self) -> int | None:
+        value = self.max_completion_tokens
+        if isinstance(value, int):
+            return value
+        return super().requested_max_tokens()
+
+    @property
+    def thinking(self) -> bool:
+        """Qwen3 thinks unless ``chat_template_kwargs.enable_thinking`` is false."""
+        kwargs = self.chat_template_kwargs
+        if isinstance(kwargs, ChatTemplateKwargs) and isinstance(kwargs.enable_thinking, bool):
+            return kwargs.enable_thinking
+        return True
+
+    def prompt_text(self) -> list[str]:
+        return [m.text() for m in self.messages]
+
+
+class CompletionRequest(SamplingFields, kw_only=True):
+    prompt: Annotated[str, Meta(min_length=0)] | Annotated[list[str], Meta(min_length=1, max_length=1)]
+
+    def prompt_text(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+AnyRequest = ChatCompletionRequest | CompletionRequest
+
+
+def decode_request(body: bytes, kind: type[AnyRequest]) -> AnyRequest:
+    """Decode and validate; raises ``msgspec.ValidationError`` / ``msgspec.DecodeError``."""
+    return msgspec.json.decode(body, type=kind)
+
+
+__all__ = [
+    "AnyRequest",
+    "ChatCompletionRequest",
+    "ChatTemplateKwargs",
+    "CompletionRequest",
+    "Message",
+    "SamplingFields",
+    "StreamOptions",
+    "TextPart",
+    "decode_request",
+]

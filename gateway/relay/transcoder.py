@@ -1,0 +1,216 @@
+"""Per-request transcoding of engine chunks into client chunks, through the stream pipeline.
+
+This is the hot path: one ``feed`` per network read, a msgspec decode and encode per chunk, and no
+per-request work (policy lookups, logging) per chunk. It re-encodes only OpenAI fields, so vLLM's
+``token_ids`` and friends never reach the client.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from gateway.guardrails.pipeline import Stop, StreamPipeline
+from gateway.protocol import (
+    DONE,
+    OutChatChoice,
+    OutChunk,
+    OutDelta,
+    OutTextChoice,
+    UpChunk,
+    Usage,
+    frame,
+)
+
+Kind = Literal["chat", "completion"]
+_decode_chunk = msgspec.json.Decoder(UpChunk).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class UpstreamStreamError(Exception):
+    """The engine reported an error inside the stream."""
+
+    def __init__(self, error: dict[str, object]) -> None:
+        super().__init__("engine error in stream")
+        self.error = error
+
+
+class Transcoder:
+    """Turns engine SSE payloads into client SSE frames; records usage, finish and timing facts."""
+
+    __slots__ = (
+        "_include_usage",
+        "_kind",
+        "_model",
+        "_object",
+        "_pipeline",
+        "_prompt_estimate",
+        "_role_sent",
+        "collected",
+        "extension",
+        "created",
+        "finish_reason",
+        "generated_tokens",
+        "id",
+        "stop",
+        "upstream_done",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        kind: Kind,
+        request_id: str,
+        model: str,
+        pipeline: StreamPipeline,
+        include_usage: bool,
+        prompt_estimate: int,
+        collect: bool = False,
+    ) -> None:
+        self._kind = kind
+        self._object = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + request_id
+        self._model = model
+        self._pipeline = pipeline
+        self._include_usage = include_usage
+        self._prompt_estimate = prompt_estimate
+        self._role_sent = False
+        self.created = 0
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.stop: Stop | None = None
+        self.upstream_done = False
+        self.generated_tokens = 0
+        self.extension: dict[str, object] | None = None
+        # Non-streamed responses collect (reasoning, content) pieces instead of framing them.
+        self.collected: tuple[list[str], list[str]] | None = ([], []) if collect else None
+
+    @property
+    def finished(self) -> bool:
+        """No more engine data is wanted: the engine sent ``[DONE]``, or a check stopped the stream.
+
+        After the finish chunk the engine still sends the usage chunk, which settles the reservation.
+        """
+        return self.stop is not None or self.upstream_done
+
+    def feed(self, payloads: list[bytes]) -> bytes:
+        """Transcode the payloads of one network read into the frames to send now."""
+        frames: list[bytes] = []
+        for payload in payloads:
+            if self.stop is not None or self.upstream_done:
+                break
+            if payload == b"[DONE]":
+                self.upstream_done = True
+                break
+            chunk = _decode_chunk(payload)
+            if chunk.error is not None:
+                raise UpstreamStreamError(chunk.error)
+            if chunk.created:
+                self.created = chunk.created
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            for choice in chunk.choices:
+                self._choice(choice.delta, choice.text, choice.finish_reason, frames)
+        return b"".join(frames)
+
+    def _choice(self, delta: object, text: str | None, finish: str | None, frames: list[bytes]) -> None:
+        pipeline = self._pipeline
+        reasoning = content = ""
+        if self._kind == "chat" and delta is not None:
+            content = getattr(delta, "content", None) or ""
+            reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None) or ""
+            if not self._role_sent and getattr(delta, "role", None):
+                self._role_sent = True
+                frames.append(self._frame(OutDelta(role="assistant", content="")))
+        elif text:
+            content = text
+        if content or reasoning:
+            self.generated_tokens += 1
+        out_r = pipeline.feed("reasoning", reasoning).text if reasoning else ""
+        out_c = ""
+        if content and pipeline.stopped is None:
+            out_c = pipeline.feed("content", content).text
+        if out_r or out_c:
+            frames.append(self._delta_frame(out_r, out_c))
+        if pipeline.stopped is not None:
+            self._stopped(pipeline.stopped, frames)
+            return
+        if finish is not None:
+            self._flush(frames)
+            if pipeline.stopped is not None:
+                self._stopped(pipeline.stopped, frames)
+                return
+            self.finish_reason = finish
+            frames.append(self._final(finish, None))
+
+    def _flush(self, frames: list[bytes]) -> None:
+        pipeline = self._pipeline
+        out_r = pipeline.finish("reasoning").text if self._kind == "chat" else ""
+        out_c = pipeline.finish("content").text if pipeline.stopped is None else ""
+        if out_r or out_c:
+            frames.append(self._delta_frame(out_r, out_c))
+
+    def _stopped(self, stop: Stop, frames: list[bytes]) -> None:
+        self.stop = stop
+        self.finish_reason = stop.finish_reason
+        frames.append(self._final(stop.finish_reason, stop.extension))
+
+    def end(self) -> bytes:
+        """Frames after the engine is done (or cut): a flush if needed, the usage chunk, then ``[DONE]``."""
+        frames: list[bytes] = []
+        if self.finish_reason is None:
+            # The engine ended without a finish chunk: release what checks hold, then finish.
+            self._flush(frames)
+            if self._pipeline.stopped is not None and self.stop is None:
+                self._stopped(self._pipeline.stopped, frames)
+            else:
+                self.finish_reason = "stop"
+                frames.append(self._final("stop", None))
+        if self.collected is not None:
+            return b""
+        if self._include_usage:
+            frames.append(frame(_encode(self._usage_chunk())))
+        frames.append(DONE)
+        return b"".join(frames)
+
+    def final_usage(self) -> Usage:
+        """Engine usage when it reported one; else counted from the chunks (cut or aborted streams)."""
+        if self.usage is not None and self.stop is None:
+            return self.usage
+        prompt = self.usage.prompt_tokens if self.usage is not None else self._prompt_estimate
+        completion = self.generated_tokens
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def _usage_chunk(self) -> OutChunk:
+        return OutChunk(self.id, self._object, self.created, self._model, [], usage=self.final_usage())
+
+    def _delta_frame(self, reasoning: str, content: str) -> bytes:
+        if self.collected is not None:
+            self.collected[0].append(reasoning)
+            self.collected[1].append(content)
+            return b""
+        if self._kind == "chat":
+            return self._frame(OutDelta(content=content or None, reasoning=reasoning or None))
+        return frame(_encode(OutChunk(self.id, self._object, self.created, self._model, [OutTextChoice(0, content)])))
+
+    def _frame(self, delta: OutDelta) -> bytes:
+        if self.collected is not None:
+            return b""
+        chunk = OutChunk(self.id, self._object, self.created, self._model, [OutChatChoice(0, delta)])
+        return frame(_encode(chunk))
+
+    def _final(self, finish: str, extension: dict[str, object] | None) -> bytes:
+        self.extension = extension
+        if self.collected is not None:
+            return b""
+        choices: list[OutChatChoice] | list[OutTextChoice]
+        if self._kind == "chat":
+            choices = [OutChatChoice(0, OutDelta(), finish_reason=finish)]
+        else:
+            choices = [OutTextChoice(0, "", finish_reason=finish)]
+        return frame(_encode(OutChunk(self.id, self._object, self.created, self._model, choices, menshen=extension)))
+
+
+__all__ = ["Kind", "Transcoder", "UpstreamStreamError"]

@@ -1,0 +1,89 @@
+"""What goes to the engine: re-serialised from the validated request, with the policy applied.
+
+The policy caps ``max_tokens`` and the context, fills Qwen3's recommended sampling where the client set
+none, and may add vLLM's ``repetition_detection`` backstop. The engine is always asked to stream with
+usage, so that usage can settle the token reservation and non-streamed answers are cut like streamed ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gateway.errors import InvalidRequest
+from gateway.policy.sections import GenerationSection, LoopsSection
+from gateway.protocol import AnyRequest, ChatCompletionRequest
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    body: bytes
+    max_tokens: int
+    prompt_estimate: int
+    temperature: float | None
+
+
+def estimate_tokens(texts: list[str]) -> int:
+    """A cheap upper-leaning estimate: one token per CJK character, one per 3 other characters.
+
+    It only sizes the reservation; the engine's real usage settles it.
+    """
+    total = 0
+    for text in texts:
+        wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+        total += wide + math.ceil((len(text) - wide) / 3) + 4
+    return total
+
+
+def build_upstream_call(
+    request: AnyRequest, generation: GenerationSection, loops: LoopsSection, repetition: dict[str, int] | None
+) -> UpstreamCall:
+    body: dict[str, Any] = msgspec.to_builtins(request)
+    prompt_estimate = estimate_tokens(request.prompt_text())
+    if prompt_estimate >= generation.context_cap:
+        raise InvalidRequest(
+            f"The prompt (about {prompt_estimate} tokens) exceeds this deployment's context cap of "
+            f"{generation.context_cap} tokens.",
+            param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
+            code="context_length_exceeded",
+        )
+    requested = request.requested_max_tokens()
+    max_tokens = min(requested or generation.default_max_tokens, generation.max_tokens_cap)
+    max_tokens = max(1, min(max_tokens, generation.context_cap - prompt_estimate))
+    body.pop("max_completion_tokens", None)
+    body["max_tokens"] = max_tokens
+
+    thinking = request.thinking if isinstance(request, ChatCompletionRequest) else False
+    defaults = generation.thinking if thinking else generation.non_thinking
+    for name in _SAMPLING_FIELDS:
+        if body.get(name) is None:
+            value = getattr(defaults, name)
+            if value is not None:
+                body[name] = value
+            else:
+                body.pop(name, None)
+    temperature = body.get("temperature")
+    if generation.refuse_greedy and temperature == 0:
+        raise InvalidRequest(
+            "Greedy decoding (temperature 0) is disabled by policy: it makes the model loop.",
+            param="temperature",
+            code="greedy_refused",
+        )
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    if repetition is not None and loops.enabled:
+        body["repetition_detection"] = repetition
+    return UpstreamCall(
+        body=msgspec.json.encode(body),
+        max_tokens=max_tokens,
+        prompt_estimate=prompt_estimate,
+        temperature=float(temperature) if isinstance(temperature, int | float) else None,
+    )
+
+
+__all__ = ["UpstreamCall", "build_upstream_call", "estimate_tokens"]

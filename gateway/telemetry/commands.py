@@ -1,0 +1,62 @@
+"""``gateway audit ...`` commands: verify a trail, compute a content HMAC for an incident."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.telemetry.audit import AuditKeyError, content_hmac, load_or_create_key, verify
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``audit verify FILE [--key-file K]`` and ``audit hmac --key-file K`` to the CLI."""
+    audit = subparsers.add_parser("audit", help="audit trail tools")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    v = sub.add_parser("verify", help="check the hash chain of an audit file and its rotated files")
+    v.add_argument("file", type=Path, help="the audit file (its rotated FILE.N files are checked too)")
+    v.add_argument("--key-file", type=Path, help="audit key: also check each record's MAC")
+    v.set_defaults(func=_verify)
+
+    h = sub.add_parser("hmac", help="content HMAC of stdin, to match audit records' content_hmac")
+    h.add_argument("--key-file", type=Path, required=True)
+    h.set_defaults(func=_hmac)
+
+
+def _key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    if not path.exists():
+        raise AuditKeyError(f"audit key file {path} not found")
+    return load_or_create_key(path)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        key = _key(args.key_file)
+    except (AuditKeyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = verify(args.file, key)
+    if result.ok:
+        checked = "chain and MACs" if key is not None else "chain"
+        print(f"OK: {result.records} records, last seq {result.last_seq}, {checked} intact")
+        return 0
+    print(f"FAILED after {result.records} good records: {result.first_error}")
+    return 1
+
+
+def _hmac(args: argparse.Namespace) -> int:
+    try:
+        key = _key(args.key_file)
+    except (AuditKeyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    assert key is not None
+    print(content_hmac(key, sys.stdin.read().removesuffix("\n")))
+    return 0
+
+
+__all__ = ["register"]

@@ -1,0 +1,146 @@
+"""Records what a request did, once, at its end: span attributes and events, metrics, audit, access log.
+
+The request flow gathers facts into a ``RequestRecord`` and calls ``finish`` (a request that ended before
+streaming) or ``finish_stream`` (a relayed stream). Nothing here runs per chunk, and no text is recorded:
+decisions carry offsets, and the audit trail only an HMAC of the matched content.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from gateway.errors import GatewayError
+from gateway.guardrails.pipeline import Decision
+from gateway.relay.record import RequestRecord
+from gateway.telemetry.audit import AuditLog
+from gateway.telemetry.logging import log_access
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.spans import (
+    add_decision_event,
+    inject_traceparent,
+    set_request_attributes,
+    set_response_attributes,
+)
+
+
+class Recorder:
+    def __init__(self, metrics: Metrics, audit: AuditLog | None) -> None:
+        self.metrics = metrics
+        self.audit = audit
+
+    @staticmethod
+    def upstream_headers() -> dict[str, str]:
+        headers: dict[str, str] = {}
+        inject_traceparent(headers)
+        return headers
+
+    @staticmethod
+    def decision_event(span: Span, decision: Decision) -> None:
+        add_decision_event(span, decision)
+
+    def finish(self, record: RequestRecord, error: GatewayError | None) -> None:
+        """A request that ended without a stream: refused, failed, or answered in one piece."""
+        span = trace.get_current_span()
+        if error is not None:
+            record.status = error.status
+            record.error = str(error.code) if error.code is not None else error.type
+            span.set_status(Status(StatusCode.ERROR, record.error))
+        self._request_attributes(span, record)
+        self._close(record)
+
+    def finish_stream(self, record: RequestRecord, span: object, error: GatewayError | None) -> None:
+        """A relayed stream ended (done, cut, failed or disconnected). ``span`` is the stream span."""
+        server = record.server_span
+        self._request_attributes(server, record)
+        set_response_attributes(
+            server,
+            input_tokens=record.prompt_tokens,
+            output_tokens=record.completion_tokens,
+            finish_reasons=[record.finish_reason] if record.finish_reason else (),
+            ttft_s=record.ttft_s,
+        )
+        if isinstance(span, Span):
+            for decision in record.decisions:
+                if decision.where != "input":
+                    add_decision_event(span, decision)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, str(error.code)))
+            span.set_attribute("menshen.disconnected", record.disconnected)
+            span.end()
+        if record.ttft_s is not None:
+            self.metrics.observe_ttft(route=record.route, seconds=record.ttft_s)
+        self.metrics.add_tokens(
+            client=record.client_id, input_tokens=record.prompt_tokens, output_tokens=record.completion_tokens
+        )
+        self._close(record)
+
+    def _request_attributes(self, span: Span, record: RequestRecord) -> None:
+        if record.model is not None and record.operation in ("chat", "text_completion"):
+            set_request_attributes(
+                span,
+                operation=record.operation,  # type: ignore[arg-type]
+                model=record.model,
+                max_tokens=record.max_tokens,
+                temperature=record.temperature,
+                stream=record.stream,
+                client_id=record.client_id,
+                policy_version=record.policy_version,
+            )
+
+    def _close(self, record: RequestRecord) -> None:
+        metrics = self.metrics
+        metrics.observe_request(
+            route=record.route, status=record.status, client=record.client_id, duration_s=record.elapsed()
+        )
+        audit = self.audit
+        if record.auth_failure is not None:
+            metrics.auth_failure(reason=record.auth_failure)
+            if audit is not None:
+                audit.record(
+                    "auth_failure", client=record.client_id, route=record.route, reason=record.auth_failure
+                )
+        if record.limit_hit is not None:
+            metrics.rate_limit_hit(limit=record.limit_hit)
+            if audit is not None:
+                audit.record(
+                    "rate_limited",
+                    client=record.client_id,
+                    route=record.route,
+                    limit=record.limit_hit,
+                    policy_version=record.policy_version,
+                )
+        for decision in record.decisions:
+            if decision.category == "loop":
+                if decision.mode == "enforce":
+                    metrics.loop_cut(where=decision.where)
+            else:
+                metrics.guardrail_hit(
+                    rule=decision.rule, action=decision.action, mode=decision.mode, where=decision.where
+                )
+            if self.audit is not None:
+                self.audit.record_decision(
+                    decision,
+                    kind="loop" if decision.category == "loop" else "guardrail",
+                    client=record.client_id,
+                    policy_version=record.policy_version,
+                )
+        if self.audit is not None:
+            metrics.audit_healthy.set(1 if self.audit.healthy else 0)
+        ctx = record.server_span.get_span_context()
+        log_access(
+            method=record.method,
+            path=record.route,
+            status=record.status if not record.disconnected else 499,
+            duration_ms=record.elapsed() * 1000,
+            client_id=record.client_id,
+            finish_reason=record.finish_reason,
+            trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
+        )
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+
+
+__all__ = ["Recorder"]

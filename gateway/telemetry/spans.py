@@ -1,0 +1,247 @@
+"""Spans of a request: names, GenAI semantic-convention attributes, decision events, propagation.
+
+``Telemetry`` holds the tracer (a no-op one when tracing is off) and builds the Litestar
+OpenTelemetry plugin for server spans. Attribute helpers return at once on a span that does not
+record, so a request costs almost nothing with tracing off. Nothing here is called per chunk:
+time to first token and usage are set once, at the end of the stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Final, Literal
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway import __version__
+from gateway.telemetry.scrub import redact
+
+if TYPE_CHECKING:
+    from litestar.plugins.opentelemetry import OpenTelemetryPlugin
+
+    from gateway.guardrails.pipeline import Decision
+
+Operation = Literal["chat", "text_completion"]
+
+# GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/).
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+# Seconds, as the semconv metric of the same name.
+GEN_AI_TTFT: Final = "gen_ai.server.time_to_first_token"
+MENSHEN_CLIENT_ID: Final = "menshen.client_id"
+MENSHEN_POLICY_VERSION: Final = "menshen.policy.version"
+MENSHEN_STREAM: Final = "menshen.stream"
+DECISION_EVENT: Final = "menshen.decision"
+
+# Child spans of the server span, one per request phase (ARCHITECTURE.md, "The flow").
+SPAN_AUTH: Final = "menshen.auth"
+SPAN_ADMISSION: Final = "menshen.admission"
+SPAN_INPUT_GUARD: Final = "menshen.input_guard"
+SPAN_STREAM: Final = "menshen.stream"
+
+# Paths never traced: probes and scrapes would drown the real traffic.
+EXCLUDED_PATHS: Final[tuple[str, ...]] = ("/healthz", "/readyz", "/metrics")
+_SAFE_DETAIL: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_W3C: Final = TraceContextTextMapPropagator()
+
+
+def inject_traceparent(headers: dict[str, str], context: Context | None = None) -> None:
+    """Add W3C ``traceparent`` (and ``tracestate``) of the current span to upstream ``headers``.
+
+    Only the W3C trace context is sent: baggage set by a client never reaches the engine.
+    """
+    _W3C.inject(headers, context=context)
+
+
+def extract_context(headers: Mapping[str, str]) -> Context:
+    """The trace context a client sent in its W3C headers (lower-case keys)."""
+    return _W3C.extract(headers)
+
+
+def set_request_attributes(
+    span: Span,
+    *,
+    operation: Operation,
+    model: str,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    stream: bool | None = None,
+    client_id: str | None = None,
+    policy_version: str | None = None,
+) -> None:
+    if not span.is_recording():
+        return
+    attrs: dict[str, str | int | float | bool] = {
+        GEN_AI_OPERATION_NAME: operation,
+        GEN_AI_PROVIDER_NAME: "vllm",
+        GEN_AI_REQUEST_MODEL: model,
+    }
+    if max_tokens is not None:
+        attrs[GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+    if temperature is not None:
+        attrs[GEN_AI_REQUEST_TEMPERATURE] = temperature
+    if stream is not None:
+        attrs[MENSHEN_STREAM] = stream
+    if client_id is not None:
+        attrs[MENSHEN_CLIENT_ID] = client_id
+    if policy_version is not None:
+        attrs[MENSHEN_POLICY_VERSION] = policy_version
+    span.set_attributes(attrs)
+
+
+def set_response_attributes(
+    span: Span,
+    *,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    finish_reasons: Sequence[str] = (),
+    ttft_s: float | None = None,
+    response_model: str | None = None,
+    response_id: str | None = None,
+) -> None:
+    if not span.is_recording():
+        return
+    attrs: dict[str, str | int | float | Sequence[str]] = {}
+    if input_tokens is not None:
+        attrs[GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+    if output_tokens is not None:
+        attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+    if finish_reasons:
+        attrs[GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
+    if ttft_s is not None:
+        attrs[GEN_AI_TTFT] = ttft_s
+    if response_model is not None:
+        attrs[GEN_AI_RESPONSE_MODEL] = response_model
+    if response_id is not None:
+        attrs[GEN_AI_RESPONSE_ID] = response_id
+    span.set_attributes(attrs)
+
+
+def add_decision_event(span: Span, decision: Decision) -> None:
+    """Record a guardrail or loop decision as a span event: rule, category, action, mode, offsets.
+
+    ``decision.matched`` is never read. String ``detail`` values that are not short identifiers
+    are replaced by their length and hash, in case a check put text there.
+    """
+    if not span.is_recording():
+        return
+    attrs: dict[str, str | int | float] = {
+        "menshen.rule": decision.rule,
+        "menshen.category": decision.category,
+        "menshen.action": decision.action,
+        "menshen.mode": decision.mode,
+        "menshen.where": decision.where,
+        "menshen.offset.start": decision.start,
+        "menshen.offset.end": decision.end,
+    }
+    for key, value in decision.detail:
+        if isinstance(value, str) and not _SAFE_DETAIL.match(value):
+            value = redact(value)
+        attrs[f"menshen.detail.{key}"] = value
+    span.add_event(DECISION_EVENT, attributes=attrs)
+
+
+class Telemetry:
+    """The tracer of the app and its Litestar plugin; built from ``setup_tracing()``'s result."""
+
+    __slots__ = ("provider", "tracer")
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self.provider = provider
+        self.tracer: Tracer = (
+            provider.get_tracer("menshen", __version__) if provider is not None else NoOpTracer()
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+    def litestar_plugin(self) -> OpenTelemetryPlugin | None:
+        """Server span per request through Litestar's own plugin; ``None`` when tracing is off.
+
+        Probes and ``/metrics`` are excluded, and so are the per-message ASGI send/receive
+        spans (an SSE stream would otherwise make one span per chunk). The plugin needs the
+        ``opentelemetry-instrumentation-asgi`` package.
+        """
+        if self.provider is None:
+            return None
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        config = OpenTelemetryConfig(
+            tracer_provider=self.provider,
+            # Metrics are prometheus-client's job; keep the ASGI middleware from making its own.
+            meter_provider=NoOpMeterProvider(),
+            exclude=[f"^{re.escape(p)}$" for p in EXCLUDED_PATHS],
+            exclude_spans=["receive", "send"],
+        )
+        return OpenTelemetryPlugin(config)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Span]:
+        """An internal child span of the current one: ``with telemetry.phase(SPAN_AUTH): ...``."""
+        with self.tracer.start_as_current_span(name) as span:
+            yield span
+
+    @contextmanager
+    def engine_span(self, operation: Operation, model: str) -> Iterator[Span]:
+        """The client span of the upstream call, named ``"{operation} {model}"`` as semconv asks.
+
+        Inject the trace context *inside* it, so the engine's spans become its children.
+        """
+        with self.tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT) as span:
+            yield span
+
+    def current_trace_id(self) -> str | None:
+        ctx = trace.get_current_span().get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (app shutdown)."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+__all__ = [
+    "DECISION_EVENT",
+    "EXCLUDED_PATHS",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MAX_TOKENS",
+    "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_REQUEST_TEMPERATURE",
+    "GEN_AI_RESPONSE_FINISH_REASONS",
+    "GEN_AI_RESPONSE_ID",
+    "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TTFT",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "MENSHEN_CLIENT_ID",
+    "MENSHEN_POLICY_VERSION",
+    "MENSHEN_STREAM",
+    "SPAN_ADMISSION",
+    "SPAN_AUTH",
+    "SPAN_INPUT_GUARD",
+    "SPAN_STREAM",
+    "Operation",
+    "Telemetry",
+    "add_decision_event",
+    "extract_context",
+    "inject_traceparent",
+    "set_request_attributes",
+    "set_response_attributes",
+]

@@ -1,0 +1,31 @@
+"""Shared fixtures: a fake engine over a real socket and the real gateway app in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.fakes.engine import FakeEngine
+from tests.harness import RunningGateway, gateway_settings, run_gateway
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeEngine]:
+    with FakeEngine(models=("qwen3-8b",)) as engine:
+        yield engine
+
+
+@pytest.fixture
+def gateway(fake_engine: FakeEngine, tmp_path: Path) -> Iterator[RunningGateway]:
+    """The gateway with ``--auth none`` (loopback) in front of the fake engine."""
+    with run_gateway(gateway_settings(tmp_path, fake_engine.url)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.api, api_key="unused", max_retries=0, timeout=20) as sdk:
+        yield sdk

@@ -1,0 +1,206 @@
+"""Real OTLP export: spans built with the telemetry helpers reach a receiver started by the test.
+
+The receivers decode the wire format with opentelemetry-proto, as a collector would. The trace id
+that arrives must be the one in the ``traceparent`` the gateway sends upstream to the engine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.trace import SpanKind
+
+from gateway.guardrails.pipeline import Decision
+from gateway.telemetry import (
+    SPAN_STREAM,
+    Telemetry,
+    add_decision_event,
+    extract_context,
+    inject_traceparent,
+    set_request_attributes,
+    set_response_attributes,
+    setup_tracing,
+)
+
+CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_SPAN = "b7ad6b7169203331"
+MATCHED = "the forbidden words"
+
+
+class Received:
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.headers: list[dict[str, str]] = []
+        self.arrived = threading.Event()
+
+    def add(self, request: trace_service_pb2.ExportTraceServiceRequest, headers: dict[str, str]) -> None:
+        self.requests.append(request)
+        self.headers.append(headers)
+        self.arrived.set()
+
+    def spans(self) -> dict[str, tuple[ProtoSpan, dict[str, Any]]]:
+        """Spans by name, with their resource attributes."""
+        out: dict[str, tuple[ProtoSpan, dict[str, Any]]] = {}
+        for req in self.requests:
+            for rs in req.resource_spans:
+                resource = _attrs(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        out[span.name] = (span, resource)
+        return out
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kv: KeyValue
+    for kv in kvs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "array_value":
+            out[kv.key] = [getattr(v, v.WhichOneof("value")) for v in value.array_value.values]
+        else:
+            out[kv.key] = getattr(value, kind) if kind else None
+    return out
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[tuple[str, Received]]:
+    received = Received()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            received.add(request, {k.lower(): v for k, v in self.headers.items()})
+            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", received
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[tuple[str, Received]]:
+    received = Received()
+
+    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+            received.add(request, {k: v for k, v in context.invocation_metadata()})
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}", received
+    server.stop(grace=None).wait(5)
+
+
+def _one_request(telemetry: Telemetry) -> dict[str, str]:
+    upstream: dict[str, str] = {}
+    ctx = extract_context({"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+    with telemetry.tracer.start_as_current_span(
+        "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
+    ) as s:
+        set_request_attributes(s, operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
+        with telemetry.engine_span("chat", "qwen3-8b"):
+            inject_traceparent(upstream)
+        with telemetry.phase(SPAN_STREAM) as stream:
+            add_decision_event(
+                stream, Decision("words.x", "secret", "block", "enforce", "output", 3, 22, matched=MATCHED)
+            )
+        set_response_attributes(
+            s, input_tokens=9, output_tokens=5, finish_reasons=["content_filter"], ttft_s=0.05
+        )
+    return upstream
+
+
+def _check(received: Received, upstream: dict[str, str]) -> None:
+    assert received.arrived.wait(10), "no export arrived"
+    spans = received.spans()
+    assert set(spans) == {"POST /v1/chat/completions", "chat qwen3-8b", SPAN_STREAM}
+    _, sent_trace, sent_parent, _ = upstream["traceparent"].split("-")
+    assert sent_trace == CLIENT_TRACE
+    for span, resource in spans.values():
+        assert span.trace_id.hex() == sent_trace
+        assert resource["service.name"] == "menshen-otlp-test"
+    engine, _ = spans["chat qwen3-8b"]
+    assert engine.span_id.hex() == sent_parent
+    assert engine.kind == ProtoSpan.SPAN_KIND_CLIENT
+    server, _ = spans["POST /v1/chat/completions"]
+    assert server.parent_span_id.hex() == CLIENT_SPAN
+    attrs = _attrs(server.attributes)
+    assert attrs["gen_ai.request.model"] == "qwen3-8b"
+    assert attrs["gen_ai.usage.output_tokens"] == 5
+    assert attrs["gen_ai.response.finish_reasons"] == ["content_filter"]
+    stream, _ = spans[SPAN_STREAM]
+    (event,) = stream.events
+    assert _attrs(event.attributes)["menshen.rule"] == "words.x"
+    assert MATCHED.encode() not in b"".join(r.SerializeToString() for r in received.requests)
+
+
+def test_otlp_http_export(http_receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> None:
+    base, received = http_receiver
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    provider = setup_tracing(
+        environ={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": base,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=menshen,authorization=Bearer%20collector-key",
+            "OTEL_SERVICE_NAME": "menshen-otlp-test",
+        },
+        set_global=False,
+    )
+    assert provider is not None
+    telemetry = Telemetry(provider)
+    upstream = _one_request(telemetry)
+    assert provider.force_flush(10_000)
+    telemetry.shutdown()
+    _check(received, upstream)
+    assert received.headers[0]["x-tenant"] == "menshen"
+    assert received.headers[0]["authorization"] == "Bearer collector-key"
+    assert received.headers[0]["content-type"] == "application/x-protobuf"
+
+
+def test_otlp_grpc_export(grpc_receiver: tuple[str, Received]) -> None:
+    endpoint, received = grpc_receiver
+    provider = setup_tracing(
+        environ={
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=menshen",
+            "OTEL_SERVICE_NAME": "menshen-otlp-test",
+        },
+        set_global=False,
+    )
+    assert provider is not None
+    telemetry = Telemetry(provider)
+    upstream = _one_request(telemetry)
+    assert provider.force_flush(10_000)
+    telemetry.shutdown()
+    _check(received, upstream)
+    assert received.headers[0]["x-tenant"] == "menshen"

@@ -1,0 +1,54 @@
+"""Helpers shared by the engine tests (the fake engine's records, process checks, polling)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+
+
+def read_runs(state_dir: Path) -> list[dict[str, Any]]:
+    """The fake engine's record of each start, oldest first."""
+    runs_file = state_dir / "runs.jsonl"
+    if not runs_file.exists():
+        return []
+    return [json.loads(line) for line in runs_file.read_text().splitlines()]
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_until(condition: Callable[[], bool], within: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
+def wait_until_sync(condition: Callable[[], bool], within: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def kill_quietly(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

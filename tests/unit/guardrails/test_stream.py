@@ -1,0 +1,154 @@
+"""The stream scanner: nothing of a banned word is released, masks span chunks, splits never matter."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.guardrails import CompiledGuardrails, Decision, mask_spans
+from tests.unit.guardrails.conftest import Build, build_guardrails, stream
+
+RULES = [
+    {"id": "w.block", "category": "violence", "action": "block", "words": ["禁词示例", "forbidden demo", "ass"]},
+    {"id": "w.mask", "category": "confidential", "action": "mask", "words": ["天穹计划", "bluefin", "青龙"]},
+    {"id": "w.flag", "category": "confidential", "action": "flag", "words": ["机密", "confidential"]},
+    {"id": "w.shadow", "category": "c", "action": "block", "mode": "shadow", "words": ["示例", "demo"]},
+]
+
+
+@pytest.fixture
+def guard(build: Build) -> CompiledGuardrails:
+    return build(RULES)
+
+
+def _splits(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_a_banned_word_split_across_chunks_is_never_released(guard: CompiledGuardrails, size: int) -> None:
+    text = "你好，这是禁 词示例，后面还有很多内容。"
+    released, stop, decisions = stream(guard.stream_check(None), _splits(text, size))
+    assert stop is not None and stop.stop is not None
+    assert stop.stop.finish_reason == "content_filter"
+    assert stop.stop.extension == {"stopped": "content_filter", "rule": "w.block"}
+    assert "".join(released) == "你好，这是"
+    assert "w.block" in {d.rule for d in decisions}
+
+
+def test_two_chunks(guard: CompiledGuardrails) -> None:
+    check = guard.stream_check(None)
+    first = check.feed("content", "please don't say forbid")
+    assert "forbid" not in first.text
+    second = check.feed("content", "den demo now")
+    assert second.stop is not None
+    assert first.text + second.text == "please don't say "
+
+
+def test_text_without_a_possible_match_is_released_at_once(guard: CompiledGuardrails) -> None:
+    check = guard.stream_check(None)
+    assert check.feed("content", "Hello there, ").text == "Hello there, "
+    # 禁 starts 禁词示例: held back; the next character rules it out and both are released
+    assert check.feed("content", "禁").text == ""
+    assert check.feed("content", "止").text == "禁止"
+
+
+def test_latin_word_is_held_until_its_boundary_is_known(guard: CompiledGuardrails) -> None:
+    check = guard.stream_check(None)
+    assert check.feed("content", "my ass").text == "my "
+    assert check.feed("content", "istant").text == "assistant"
+    assert check.finish("content").stop is None
+
+
+def test_masking_across_chunk_boundaries(guard: CompiledGuardrails) -> None:
+    text = "项目代号是天 穹計劃和Blue\u200bFin，完毕"
+    for size in (1, 2, 5):
+        released, stop, decisions = stream(guard.stream_check(None), _splits(text, size))
+        assert stop is None
+        assert "".join(released) == "项目代号是" + "*" * 5 + "和" + "*" * 8 + "，完毕"
+        assert [d.rule for d in decisions] == ["w.mask", "w.mask"]
+
+
+def test_flag_and_shadow_only_record(guard: CompiledGuardrails) -> None:
+    text = "这份机密文件的示例"
+    released, stop, decisions = stream(guard.stream_check(None), _splits(text, 2))
+    assert stop is None
+    assert "".join(released) == text
+    assert {(d.rule, d.mode) for d in decisions} == {("w.flag", "enforce"), ("w.shadow", "shadow")}
+    assert all(d.where == "output" for d in decisions)
+    assert [d.matched for d in decisions if d.rule == "w.flag"] == ["机密"]
+
+
+def test_content_and_reasoning_are_scanned_separately(guard: CompiledGuardrails) -> None:
+    check = guard.stream_check(None)
+    assert check.feed("reasoning", "禁词").text == ""
+    assert check.feed("content", "示例").text == "示例"  # not joined with the reasoning's 禁词
+    result = check.feed("reasoning", "示例")
+    assert result.stop is not None
+    assert result.decisions is not None and result.decisions[-1].where == "reasoning"
+
+
+def test_patterns_are_held_back_then_masked(default_guardrails: CompiledGuardrails) -> None:
+    text = "请联系 13812345678 或发邮件，谢谢。" + "这是一段很普通的回答文本。" * 10
+    released, stop, _ = stream(default_guardrails.stream_check(None), list(text))
+    assert stop is None
+    assert "13812345678" not in "".join(released[:-1])
+    assert "".join(released) == text.replace("13812345678", "*" * 11)
+    # long before the end of the stream, the masked number has been released
+    assert sum(len(r) for r in released[:-1]) > len(text) - default_guardrails.max_pattern_chars - 16
+
+
+# --- split invariance ------------------------------------------------------------------------------
+
+FRAGMENTS = [
+    "禁词示例", "禁", "词", "示例", "天穹", "計劃", "机密", "ass", "bluefin", "Ｂｌｕｅ", "forbidden", "demo",
+    "confidential", "assistant", "青龙", " ", "  ", "，", "\u200b", "\u00ad", "￥", "\n", "a", "x", "好", "的",
+    "13812345678", "4111 1111 1111 1111", "11010519491231002X", "a.b@example.com", "sk-", "1", "@", "ﬁ",
+]  # fmt: skip
+
+
+def _reference(g: CompiledGuardrails, text: str) -> tuple[str, set[tuple[str, int, int, str, str]], bool]:
+    """What a stream must produce, from the whole-text scan."""
+    hits = g.hits(text, "output")
+    masked = mask_spans(text, [(d.start, d.end) for d in hits if d.mode == "enforce" and d.action == "mask"], "*")
+    blocks = [d for d in hits if d.mode == "enforce" and d.action == "block"]
+    if not blocks:
+        return masked, {_key(d) for d in hits}, False
+    index = {r.id: i for i, r in enumerate(g.rules)}
+    first = min(blocks, key=lambda d: (d.start, d.end, index[d.rule]))
+    return masked[: first.start], {_key(d) for d in hits if d.start < first.start} | {_key(first)}, True
+
+
+def _key(d: Decision) -> tuple[str, int, int, str, str]:
+    return (d.rule, d.start, d.end, d.action, d.mode)
+
+
+def _guards() -> list[CompiledGuardrails]:
+    patterns = [
+        {"id": "p.mobile", "category": "pii", "action": "mask", "pattern": r"(?<![0-9])1[3-9]\d{9}(?![0-9])"},
+        {"id": "p.card", "category": "pii", "action": "flag", "pattern": r"(?<![0-9])[0-9](?:[ -]?[0-9]){15,18}(?![0-9])", "validator": "luhn"},
+        {"id": "p.key", "category": "s", "action": "block", "pattern": r"sk-[a-z]{3,12}"},
+    ]  # fmt: skip
+    return [build_guardrails(RULES), build_guardrails(RULES + patterns, max_pattern_chars=24, max_separator_gap=1)]
+
+
+GUARDS = _guards()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40),
+    which=st.sampled_from([0, 1]),
+)
+def test_split_invariance(parts: list[str], cuts: list[int], which: int) -> None:
+    g = GUARDS[which]
+    text = "".join(parts)
+    points = sorted({c for c in cuts if 0 < c < len(text)})
+    chunks = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    released, stop, decisions = stream(g.stream_check(None), chunks)
+    expected_text, expected_decisions, blocked = _reference(g, text)
+    assert "".join(released) == expected_text
+    assert (stop is not None) == blocked
+    assert {_key(d) for d in decisions} == expected_decisions

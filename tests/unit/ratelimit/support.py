@@ -1,0 +1,205 @@
+"""Reusable helpers for rate-limit tests: Redis key hygiene, a controllable TCP proxy in front of
+Redis (to simulate an outage or a black hole), and N-process replicas sharing one Redis.
+
+Also used by tests/integration (and by the multi-gateway HTTP tests), so nothing here is a fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from gateway.policy.sections import TierLimits
+from gateway.ratelimit import LimiterError, RateLimitConfig, RateLimited, RateLimiter
+
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def unique_prefix() -> str:
+    return f"test:rl:{uuid.uuid4().hex[:12]}:"
+
+
+async def redis_keys(prefix: str) -> dict[str, int]:
+    """Every key under ``prefix`` with its PTTL in ms (-1 = no TTL, -2 = gone)."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if not keys:
+            return {}
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pttl(key)
+            ttls = await pipe.execute()
+        return {k.decode(): int(t) for k, t in zip(keys, ttls, strict=True)}
+    finally:
+        await client.aclose()
+
+
+async def purge(prefix: str) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released): connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisProxy:
+    """TCP proxy to Redis. ``blackhole = True`` keeps accepting and reading but never answers,
+    like a hung Redis; ``False`` forwards again (new connections work at once)."""
+
+    target: tuple[str, int] = ("127.0.0.1", 6379)
+    blackhole: bool = False
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/15"
+
+    async def start(self) -> RedisProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+            self._tasks.discard(task)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if self.blackhole:
+                continue  # swallowed: the peer waits for an answer that never comes
+            writer.write(data)
+            await writer.drain()
+
+
+# --- replicas: separate OS processes, each with its own RateLimiter on one Redis ---------------
+
+
+@dataclass(frozen=True)
+class ReplicaResult:
+    admitted: int
+    refused: dict[str, int]  # by limit name
+    errors: int  # LimiterError other than RateLimited (must stay 0 with a healthy Redis)
+
+
+def _replica_main(
+    url: str,
+    prefix: str,
+    limits_json: str,
+    reserve: int,
+    calls: int,
+    start: multiprocessing.synchronize.Barrier,
+    admitted_all: multiprocessing.synchronize.Barrier,
+    out: multiprocessing.Queue[ReplicaResult],
+) -> None:
+    out.put(asyncio.run(_replica(url, prefix, limits_json, reserve, calls, start, admitted_all)))
+
+
+async def _replica(
+    url: str,
+    prefix: str,
+    limits_json: str,
+    reserve: int,
+    calls: int,
+    start: multiprocessing.synchronize.Barrier,
+    admitted_all: multiprocessing.synchronize.Barrier,
+) -> ReplicaResult:
+    # a generous timeout: this checks exactness under contention, not latency on a busy 2-core box
+    limiter = RateLimiter(RateLimitConfig(redis_url=url, key_prefix=prefix, command_timeout_ms=5000))
+    limits = TierLimits.model_validate_json(limits_json)
+    refused: dict[str, int] = {}
+    errors = 0
+
+    async def one() -> object:
+        try:
+            return await limiter.admit("shared-client", limits, reserve, "fail_closed")
+        except RateLimited as exc:
+            refused[exc.limit] = refused.get(exc.limit, 0) + 1
+        except LimiterError:
+            nonlocal errors
+            errors += 1
+        return None
+
+    try:
+        await limiter.ping()
+        await asyncio.to_thread(start.wait)
+        results = await asyncio.gather(*(one() for _ in range(calls)))
+        admissions = [r for r in results if r is not None]
+        # hold every slot until all replicas have admitted, so concurrency is really concurrent
+        await asyncio.to_thread(admitted_all.wait)
+        for admission in admissions:
+            await admission.settle(reserve)  # type: ignore[attr-defined]
+        return ReplicaResult(len(admissions), refused, errors)
+    finally:
+        await limiter.aclose()
+
+
+def run_replicas(
+    prefix: str, limits: TierLimits, *, replicas: int = 3, admissions: int, reserve: int = 0
+) -> list[ReplicaResult]:
+    """Start ``replicas`` processes that together fire ``admissions`` concurrent admissions for one
+    client on one Redis, released at the same instant by a barrier. Returns each replica's result."""
+    ctx = multiprocessing.get_context("spawn")
+    start, admitted_all = ctx.Barrier(replicas), ctx.Barrier(replicas)
+    out: multiprocessing.Queue[ReplicaResult] = ctx.Queue()
+    share = [admissions // replicas + (1 if i < admissions % replicas else 0) for i in range(replicas)]
+    procs = [
+        ctx.Process(
+            target=_replica_main,
+            args=(REDIS_URL, prefix, limits.model_dump_json(), reserve, n, start, admitted_all, out),
+        )
+        for n in share
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        results = [out.get(timeout=60) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        out.close()
+        out.join_thread()
+    return results

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import pytest
+from opentelemetry.trace import SpanKind
+
+from gateway.guardrails.pipeline import Decision
+from gateway.telemetry import (
+    DECISION_EVENT,
+    SPAN_ADMISSION,
+    SPAN_AUTH,
+    SPAN_INPUT_GUARD,
+    SPAN_STREAM,
+    Telemetry,
+    add_decision_event,
+    extract_context,
+    inject_traceparent,
+    set_request_attributes,
+    set_response_attributes,
+)
+
+from .conftest import Traced
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+MATCHED = "forbidden phrase 禁词"
+
+
+def _request(t: Telemetry) -> dict[str, str]:
+    """The span tree of one blocked chat request, built the way the request flow does."""
+    upstream: dict[str, str] = {}
+    ctx = extract_context({"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+    with t.tracer.start_as_current_span(
+        "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
+    ) as server:
+        set_request_attributes(
+            server,
+            operation="chat",
+            model="qwen3-8b",
+            max_tokens=256,
+            temperature=0.7,
+            stream=True,
+            client_id="team-a",
+            policy_version="2024-06-01.3",
+        )
+        with t.phase(SPAN_AUTH), t.phase(SPAN_ADMISSION), t.phase(SPAN_INPUT_GUARD):
+            pass
+        with t.engine_span("chat", "qwen3-8b"):
+            inject_traceparent(upstream)
+        with t.phase(SPAN_STREAM) as stream:
+            add_decision_event(
+                stream,
+                Decision(
+                    rule="words.secret-project",
+                    category="confidential",
+                    action="block",
+                    mode="enforce",
+                    where="output",
+                    start=120,
+                    end=126,
+                    matched=MATCHED,
+                    detail=(("list", "projects"), ("score", 0.9), ("note", MATCHED)),
+                ),
+            )
+        set_response_attributes(
+            server, input_tokens=31, output_tokens=42, finish_reasons=["content_filter"], ttft_s=0.182
+        )
+    return upstream
+
+
+def test_span_tree_continues_the_client_trace(traced: Traced) -> None:
+    _request(traced.telemetry)
+    spans = traced.spans()
+    assert set(spans) == {
+        "POST /v1/chat/completions",
+        SPAN_AUTH,
+        SPAN_ADMISSION,
+        SPAN_INPUT_GUARD,
+        "chat qwen3-8b",
+        SPAN_STREAM,
+    }
+    server = spans["POST /v1/chat/completions"]
+    assert {format(s.context.trace_id, "032x") for s in spans.values()} == {CLIENT_TRACE}
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == CLIENT_SPAN
+    for name in (SPAN_AUTH, "chat qwen3-8b", SPAN_STREAM):
+        parent = spans[name].parent
+        assert parent is not None
+        assert parent.span_id == server.context.span_id
+    # The phases nest as written: admission inside auth, input guard inside admission.
+    assert spans[SPAN_INPUT_GUARD].parent.span_id == spans[SPAN_ADMISSION].context.span_id  # type: ignore[union-attr]
+    assert spans["chat qwen3-8b"].kind is SpanKind.CLIENT
+
+
+def test_genai_attributes(traced: Traced) -> None:
+    _request(traced.telemetry)
+    attrs = dict(traced.spans()["POST /v1/chat/completions"].attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.request.model"] == "qwen3-8b"
+    assert attrs["gen_ai.request.max_tokens"] == 256
+    assert attrs["gen_ai.request.temperature"] == 0.7
+    assert attrs["gen_ai.usage.input_tokens"] == 31
+    assert attrs["gen_ai.usage.output_tokens"] == 42
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("content_filter",)  # type: ignore[arg-type]
+    assert attrs["gen_ai.server.time_to_first_token"] == 0.182
+    assert attrs["menshen.client_id"] == "team-a"
+    assert attrs["menshen.policy.version"] == "2024-06-01.3"
+
+
+def test_traceparent_sent_upstream_names_the_engine_span(traced: Traced) -> None:
+    upstream = _request(traced.telemetry)
+    engine = traced.spans()["chat qwen3-8b"]
+    version, trace_id, parent_id, flags = upstream["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", CLIENT_TRACE, "01")
+    assert parent_id == format(engine.context.span_id, "016x")
+
+
+def test_decision_event_carries_ids_and_offsets_never_the_text(traced: Traced) -> None:
+    _request(traced.telemetry)
+    stream = traced.spans()[SPAN_STREAM]
+    (event,) = [e for e in stream.events if e.name == DECISION_EVENT]
+    attrs = dict(event.attributes or {})
+    assert attrs["menshen.rule"] == "words.secret-project"
+    assert attrs["menshen.category"] == "confidential"
+    assert (attrs["menshen.action"], attrs["menshen.mode"], attrs["menshen.where"]) == (
+        "block",
+        "enforce",
+        "output",
+    )
+    assert (attrs["menshen.offset.start"], attrs["menshen.offset.end"]) == (120, 126)
+    assert attrs["menshen.detail.list"] == "projects"
+    assert attrs["menshen.detail.score"] == 0.9
+    assert str(attrs["menshen.detail.note"]).startswith("[REDACTED LENGTH=")
+    for span in traced.exporter.get_finished_spans():
+        dumped = span.to_json()
+        assert MATCHED not in dumped
+        assert "forbidden phrase" not in dumped
+
+
+def test_disabled_telemetry_is_a_silent_no_op() -> None:
+    t = Telemetry(None)
+    assert t.enabled is False
+    assert t.litestar_plugin() is None
+    upstream = _request(t)
+    # Nothing is recorded, but the client's own context passes through unchanged.
+    assert upstream == {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    with t.phase("no parent"):
+        fresh: dict[str, str] = {}
+        inject_traceparent(fresh)
+    assert fresh == {}
+    assert t.current_trace_id() is None
+    t.shutdown()
+
+
+def test_current_trace_id_inside_a_span(traced: Traced) -> None:
+    with traced.telemetry.phase("x") as span:
+        assert traced.telemetry.current_trace_id() == format(span.get_span_context().trace_id, "032x")
+
+
+async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Traced) -> None:
+    pytest.importorskip("opentelemetry.instrumentation.asgi")
+    from litestar import Litestar, get
+    from litestar.testing import AsyncTestClient
+
+    @get("/v1/models", sync_to_thread=False)
+    def models() -> dict[str, str]:
+        return {"object": "list"}
+
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    plugin = traced.telemetry.litestar_plugin()
+    assert plugin is not None
+    app = Litestar(route_handlers=[models, healthz], plugins=[plugin])
+    async with AsyncTestClient(app) as client:
+        headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+        assert (await client.get("/v1/models", headers=headers)).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+    spans = traced.exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["GET /v1/models"]
+    assert spans[0].kind is SpanKind.SERVER
+    assert format(spans[0].context.trace_id, "032x") == CLIENT_TRACE
