@@ -92,7 +92,7 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
         settings.audit_path,
         load_or_create_key(settings.data_dir / "audit.key"),
         max_bytes=settings.audit_max_bytes,
-        on_failure=lambda _exc: metrics.audit_failures.inc(),
+        on_failure=lambda _exc: metrics.audit_failure(),
     )
 
     def on_reload(ok: bool, version: str, errors: object) -> None:
@@ -158,12 +158,22 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(watch(state.policy), name="policy-watcher")]
+        tasks = [
+            asyncio.create_task(watch(state.policy), name="policy-watcher"),
+            asyncio.create_task(_refresh_gauges(state), name="gauges"),
+        ]
+        metrics_server = (
+            state.recorder.metrics.serve_metrics(settings.host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             install_sighup(asyncio.get_running_loop(), state.policy)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -197,6 +207,23 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         openapi_config=None,
         debug=False,
     )
+
+
+async def _refresh_gauges(state: GatewayState, interval_s: float = 5.0) -> None:
+    """Gauges read from other parts' state (engine, limiter), so that every scrape path sees them."""
+    metrics = state.recorder.metrics
+    restarts_seen = 0
+    while True:
+        supervisor = state.supervisor
+        if supervisor is not None:
+            metrics.set_engine_up(supervisor.up)
+            if supervisor.restarts > restarts_seen:
+                metrics.engine_restarts.inc(supervisor.restarts - restarts_seen)
+                restarts_seen = supervisor.restarts
+        else:
+            metrics.set_engine_up(await state.engine.health() is None)
+        metrics.set_redis_fallback(state.limiter.status().degraded)
+        await asyncio.sleep(interval_s)
 
 
 def _gateway_error(_request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:

@@ -9,8 +9,9 @@ import uvicorn
 
 from gateway.app import AppParts, create_app
 from gateway.policy.problems import PolicyLoadError
-from gateway.settings import Settings
+from gateway.settings import Settings, read_secret_file
 from gateway.telemetry.logging import configure_logging
+from gateway.telemetry.scrub import Scrubber
 from gateway.telemetry.spans import Telemetry
 from gateway.telemetry.tracing import TracingConfigError, setup_tracing
 
@@ -19,13 +20,14 @@ log = logging.getLogger("menshen")
 
 def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.Server, Telemetry] | None:
     """Logging, tracing and the app; None (after printing every problem) when something is invalid."""
-    configure_logging(settings.log_level, json=settings.log_json)
+    parts = parts or AppParts()
+    secrets = [s for s in (parts.engine_api_key, read_secret_file(settings.upstream_api_key_file)) if s]
+    configure_logging(settings.log_level, json=settings.log_json, scrubber=Scrubber(literals=secrets))
     try:
         telemetry = Telemetry(setup_tracing("menshen"))
     except TracingConfigError as exc:
         print(f"gateway: invalid OpenTelemetry settings: {exc}", file=sys.stderr)
         return None
-    parts = parts or AppParts()
     parts.telemetry = telemetry
     try:
         app = create_app(settings, parts)

@@ -28,8 +28,9 @@ from gateway.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
-from gateway.guardrails import CompiledGuardrails, loop_check_for
-from gateway.guardrails.pipeline import StreamCheck
+from gateway.guardrails import CompiledGuardrails, loop_check_for, repetition_detection_params
+from gateway.guardrails.loop_check import engine_repetition_stop
+from gateway.guardrails.pipeline import Decision, Stop, StreamCheck
 from gateway.policy.sections import Endpoint, TierLimits
 from gateway.policy.store import PolicySnapshot, PolicyStore
 from gateway.protocol import AnyRequest, decode_request
@@ -69,6 +70,14 @@ class RequestContext:
         if loop is not None:
             checks.append(loop)
         return checks
+
+    def engine_repetition(self) -> tuple[Stop, Decision] | None:
+        """How vLLM's ``repetition`` finish is reported, when the policy sends the engine backstop."""
+        if self.repetition is None:
+            return None
+        loops = self.snapshot.bundle.loops
+        decision = Decision(loops.rule_id, "loop", "block", "enforce", "output", 0, 0, detail=(("source", "engine"),))
+        return engine_repetition_stop(loops), decision
 
     async def settle(self, used_tokens: int) -> None:
         await self.admission.settle(used_tokens)
@@ -151,7 +160,7 @@ class GatewayState:
         record.stream = parsed.stream
         grant = self.authorise(principal, snapshot, parsed.model, endpoint)
         bundle = snapshot.bundle
-        repetition = _repetition_params(snapshot)
+        repetition = repetition_detection_params(bundle.loops)
         call = build_upstream_call(parsed, bundle.generation, bundle.loops, repetition)
         record.max_tokens = call.max_tokens
         record.temperature = call.temperature
@@ -182,17 +191,6 @@ def effective_limits(snapshot: PolicySnapshot, grant: Grant) -> TierLimits:
         return tier
     override = client.limits.model_dump(exclude_none=True)
     return tier.model_copy(update=override)
-
-
-def _repetition_params(snapshot: PolicySnapshot) -> dict[str, int] | None:
-    backstop = snapshot.bundle.loops.engine_backstop
-    if backstop is None or not snapshot.bundle.loops.enabled:
-        return None
-    return {
-        "min_pattern_size": backstop.min_pattern_size,
-        "max_pattern_size": backstop.max_pattern_size,
-        "min_count": backstop.min_count,
-    }
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field
 
 AuthMode = Literal["jwt", "introspection", "builtin", "none"]
@@ -99,6 +100,15 @@ class AuthConfig(BaseModel):
     secrets_file: Path = Field(default_factory=default_secrets_file)
     token_ttl_s: int = Field(3600, ge=60, le=86_400, description="Default lifetime of built-in tokens.")
     max_token_ttl_s: int = Field(86_400, ge=60, description="Longest lifetime a built-in token may get.")
+    token_attempts_per_address: str = Field(
+        "30/minute", description="Token requests per remote address (IPv6: per /64), any outcome."
+    )
+    token_failures_per_client: str = Field(
+        "10/minute", description="Failed client authentications per client id before it is refused."
+    )
+    max_concurrent_hashes: int = Field(
+        2, ge=1, le=64, description="Secret verifications (argon2: CPU and 64 MiB each) run at once."
+    )
 
     def problems(self) -> list[str]:
         """All configuration errors, each one line; empty when the configuration is usable."""
@@ -137,6 +147,9 @@ class AuthConfig(BaseModel):
                 out.append("auth builtin: the issuer must use https unless it is on loopback")
             if self.token_ttl_s > self.max_token_ttl_s:
                 out.append("auth builtin: token TTL exceeds the maximum token TTL")
+            for name in ("token_attempts_per_address", "token_failures_per_client"):
+                if not _is_rate(getattr(self, name)):
+                    out.append(f"auth builtin: {name} is not a rate such as '10/minute'")
         return out
 
     def introspection_secret(self) -> str:
@@ -144,6 +157,13 @@ class AuthConfig(BaseModel):
         if self.introspection_client_secret_file is None:
             raise ValueError("no introspection client secret file configured")
         return self.introspection_client_secret_file.read_text(encoding="utf-8").strip()
+
+
+def _is_rate(value: str) -> bool:
+    try:
+        return limits.parse(value).amount >= 1
+    except ValueError:
+        return False
 
 
 def _is_http_url(value: str) -> bool:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidScopeError
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from gateway.auth.clientstore import ClientStore, StoredClient
 from gateway.auth.config import AuthConfig
 from gateway.auth.keystore import KeyFile, StoredKey, mint_token, public_jwks, signing_key
+from gateway.auth.throttle import TokenThrottle
 from gateway.policy.sections import ClientsSection
 
 logger = logging.getLogger(__name__)
@@ -157,6 +159,13 @@ class BuiltinIssuer:
         self._keys: list[StoredKey] = self.key_file.ensure()
         self._keys_mtime = self.key_file.path.stat().st_mtime_ns
         self._server = _Server(self)
+        self.throttle = TokenThrottle(
+            per_address=config.token_attempts_per_address,
+            per_client_failures=config.token_failures_per_client,
+        )
+        # Each argon2 verification takes ~64 MiB and a core for a fraction of a second: a few at once,
+        # the rest wait (anyio's default thread pool would run 40 and exhaust memory).
+        self._hash_slots = anyio.CapacityLimiter(config.max_concurrent_hashes)
 
     @property
     def token_endpoint(self) -> str:
@@ -233,7 +242,9 @@ class BuiltinIssuer:
             request = _TokenRequest(self.token_endpoint, single, headers)
         except InsecureTransportError:
             return oauth_error(400, "insecure_transport", "OAuth 2 requires https.")
-        result: TokenResponse = await anyio.to_thread.run_sync(self._server.create_token_response, request)
+        result: TokenResponse = await anyio.to_thread.run_sync(
+            self._server.create_token_response, request, limiter=self._hash_slots
+        )
         status, body, _headers = result
         if body.get("error") == "invalid_client":
             # One fixed text whatever failed (unknown id or wrong secret): no client enumeration.

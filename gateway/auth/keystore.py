@@ -146,8 +146,8 @@ class KeyFile:
 
 
 def signing_key(keys: list[StoredKey]) -> StoredKey:
-    """The newest key signs."""
-    return max(keys, key=lambda k: k.created)
+    """The newest key signs; of keys created in the same second, the one added last (file order)."""
+    return max(reversed(keys), key=lambda k: k.created)
 
 
 def public_jwks(keys: list[StoredKey], now: float | None = None) -> dict[str, Any]:

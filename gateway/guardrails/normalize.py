@@ -118,34 +118,41 @@ def _char_class(code_points: list[int]) -> str:
 class Normalized:
     """A normalised text with the map back to the original.
 
-    ``text`` has separators and invisible characters removed. The offset map and the separator gaps
-    are built on first use only: most texts have no match and never need them.
+    ``text`` has separators and invisible characters removed. ``mapped`` is the original with only
+    the changed characters mapped, one for one. The normalised text is built block by block
+    (`BLOCK` characters), which also yields how many kept characters precede each block; a normalised
+    offset is then found by walking a single block, and only when a match needs it.
     """
 
-    __slots__ = ("_bp_n", "_bp_o", "_build", "_gaps", "text")
+    __slots__ = ("_cum", "_mapped", "_removed", "_sep", "text")
 
-    def __init__(self, text: str, build: Iterator[tuple[int, int, int]] | None) -> None:
-        self.text = text
-        self._build = build
-        self._bp_n: list[int] = [0]
-        self._bp_o: list[int] = [0]
-        self._gaps: dict[int, int] = {}
+    BLOCK = 1024
 
-    def _ready(self) -> None:
-        if self._build is None:
-            return
-        for n, o, seps in self._build:
-            self._bp_n.append(n)
-            self._bp_o.append(o)
-            if seps:
-                self._gaps[n] = seps
-        self._build = None
+    def __init__(self, mapped: str, removed: re.Pattern[str], sep: re.Pattern[str]) -> None:
+        self._mapped = mapped
+        self._removed = removed
+        self._sep = sep
+        block = self.BLOCK
+        parts = [removed.sub("", mapped[a : a + block]) for a in range(0, len(mapped), block)]
+        cum = [0]
+        for part in parts:
+            cum.append(cum[-1] + len(part))
+        self._cum = cum
+        self.text = "".join(parts)
 
     def orig(self, n: int) -> int:
         """Original offset of normalised character ``n``."""
-        self._ready()
-        k = bisect_right(self._bp_n, n) - 1
-        return self._bp_o[k] + (n - self._bp_n[k])
+        cum = self._cum
+        i = bisect_right(cum, n) - 1  # the last block starting at or before character n
+        pos = i * self.BLOCK
+        need = n - cum[i]
+        for m in self._removed.finditer(self._mapped, pos):
+            kept = m.start() - pos
+            if need < kept:
+                return pos + need
+            need -= kept
+            pos = m.end()
+        return pos + need
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Original span of normalised ``[start, end)`` (``end > start``)."""
@@ -153,14 +160,15 @@ class Normalized:
 
     def gap(self, n: int) -> int:
         """Separators between normalised characters ``n - 1`` and ``n`` (``n == len`` for the tail)."""
-        self._ready()
-        return self._gaps.get(n, 0)
+        lo = self.orig(n - 1) + 1 if n > 0 else 0
+        hi = self.orig(n) if n < len(self.text) else len(self._mapped)
+        return len(self._sep.findall(self._mapped, lo, hi))
 
 
 class Normalizer:
     """The per-character table, built once per process (see `default_normalizer`)."""
 
-    __slots__ = ("_astral", "_changed_bmp", "_removed_bmp", "_sentinels", "table")
+    __slots__ = ("_astral", "_changed_run", "_removed_run", "_sep_one", "table")
 
     def __init__(self) -> None:
         t2s = _t2s_table()
@@ -173,13 +181,14 @@ class Normalizer:
             if mapped != ch:
                 table[cp] = mapped
         self.table = table
-        removed = [cp for cp, m in table.items() if cp < 0x10000 and m in (SEP, SKIP)]
-        changed = [cp for cp, m in table.items() if cp < 0x10000 and m not in (SEP, SKIP)]
-        # BMP-only classes compile to a bitmap in `re`; astral text takes the general path
-        self._removed_bmp = re.compile(_char_class(removed) + "+")
-        self._changed_bmp = re.compile(_char_class(changed))
-        self._astral = re.compile("[\U00010000-\U0010ffff]")
-        self._sentinels = re.compile("[\x01\x02]+")
+        # BMP-only classes compile to a bitmap in `re` (C speed); astral characters are mapped first
+        sep = [cp for cp, m in table.items() if cp < 0x10000 and m == SEP] + [ord(SEP)]
+        skip = [cp for cp, m in table.items() if cp < 0x10000 and m == SKIP] + [ord(SKIP)]
+        changed = [cp for cp, m in table.items() if cp < 0x10000 and m not in (SEP, SKIP) and cp != ord(SKIP)]
+        self._sep_one = re.compile(_char_class(sep))
+        self._removed_run = re.compile(_char_class(sep + skip) + "+")
+        self._changed_run = re.compile(_char_class(changed) + "+")
+        self._astral = re.compile("[\U00010000-\U0010ffff]+")
 
     def char(self, ch: str) -> str:
         """The mapping of one character: ``SEP``, ``SKIP`` or the kept characters."""
@@ -187,56 +196,56 @@ class Normalizer:
 
     def word(self, word: str) -> str:
         """A list word as the matcher sees it: normalised, separators removed."""
-        return "".join(m for m in word.translate(self.table) if m not in (SEP, SKIP))
+        return self.normalize(word).text
+
+    def _translate(self, m: re.Match[str]) -> str:
+        return m.group().translate(self.table)
 
     def normalize(self, text: str) -> Normalized:
-        if self._astral.search(text) is None and self._changed_bmp.search(text) is None:
-            # fast path: only separators change; one C-speed pass, map built lazily from the original
-            return Normalized(self._removed_bmp.sub("", text), self._runs(text, self._removed_bmp, text))
-        mapped = text.translate(self.table)
-        if len(mapped) == len(text):
-            kept = mapped.replace(SEP, "").replace(SKIP, "")
-            return Normalized(kept, self._runs(mapped, self._sentinels, None))
-        return self._expanding(text)
-
-    def _runs(self, text: str, runs: re.Pattern[str], original: str | None) -> Iterator[tuple[int, int, int]]:
-        """Breakpoints (normalised offset, original offset, separators before) of 1:1 mapped text."""
-        removed = 0
-        table = self.table
-        for m in runs.finditer(text):
-            a, b = m.span()
-            if original is None:
-                seps = text.count(SEP, a, b)
-            else:
-                seps = sum(1 for c in original[a:b] if table[ord(c)] == SEP)
-            yield a - removed, b, seps
-            removed += b - a
+        # a SKIP sentinel in the input is a control character, i.e. a separator
+        mapped = text.replace(SKIP, SEP) if SKIP in text else text
+        if self._astral.search(mapped) is not None:
+            mapped = self._astral.sub(self._translate, mapped)
+        if self._changed_run.search(mapped) is not None:
+            mapped = self._changed_run.sub(self._translate, mapped)
+        if len(mapped) != len(text):
+            return self._expanding(text)
+        return Normalized(mapped, self._removed_run, self._sep_one)
 
     def _expanding(self, text: str) -> Normalized:
-        """General path for texts where a character expands (``ﬁ`` → ``fi``): explicit breakpoints."""
+        """Texts where a character expands (``ﬁ`` → ``fi``): an explicit map, one entry per character."""
         out: list[str] = []
-        points: list[tuple[int, int, int]] = []
-        n = 0
-        delta = 0
+        origs: list[int] = []
+        gaps: list[int] = []
         seps = 0
         table = self.table
         for i, ch in enumerate(text):
             mapped = table.get(ord(ch), ch)
             if mapped == SEP:
                 seps += 1
-                continue
-            if mapped == SKIP:
-                continue
-            for c in mapped:
-                if i - n != delta or seps:
-                    points.append((n, i, seps))
-                    delta = i - n
+            elif mapped != SKIP:
+                for c in mapped:
+                    out.append(c)
+                    origs.append(i)
+                    gaps.append(seps)
                     seps = 0
-                out.append(c)
-                n += 1
-        if seps:
-            points.append((n, len(text), seps))
-        return Normalized("".join(out), iter(points))
+        gaps.append(seps)
+        return _Explicit("".join(out), origs, gaps)
+
+
+class _Explicit(Normalized):
+    __slots__ = ("_gaps", "_origs")
+
+    def __init__(self, text: str, origs: list[int], gaps: list[int]) -> None:
+        self.text = text  # the base's block map is not built: this map is explicit
+        self._origs = origs
+        self._gaps = gaps
+
+    def orig(self, n: int) -> int:
+        return self._origs[n]
+
+    def gap(self, n: int) -> int:
+        return self._gaps[n]
 
 
 @functools.cache

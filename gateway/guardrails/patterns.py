@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import regex  # type: ignore[import-untyped]
+import regex
 
 from gateway.guardrails.validators import VALIDATORS
 

@@ -93,6 +93,8 @@ class StreamPipeline:
             result = check.finish(where)
             self._note(result)
             if result.stop is not None:
+                # text before the stop point is final (e.g. what preceded a blocked word), as in ``feed``
+                released.append(result.text)
                 self.stopped = result.stop
                 break
             if result.text:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PATTERN_STEP = 16
 LOOKBEHIND_CHARS = 32  # context kept before a pattern scan position for look-behinds
-_TRIM_SLACK = 2048
+_TRIM_SLACK = 512
 
 
 def mask_spans(text: str, spans: list[tuple[int, int]], mask_char: str, offset: int = 0) -> str:
@@ -114,52 +114,71 @@ class FieldScanner:
         return result
 
     def _feed_words(self, text: str, start: int) -> None:
+        """Advance the word automaton over new text. The hot loop: state lives in locals."""
         table = self._table
+        words = self._g.words
+        prefixes = words.prefixes
+        max_len = words.max_len
+        max_gap = words.max_gap
+        n = self._n
+        norig = self._norig
+        ngap = self._ngap
+        k = self._k
+        gap = self._gap
         for i, ch in enumerate(text):
-            mapped = table.get(ord(ch), ch)
-            if mapped == SEP:
-                self._gap += 1
-            elif mapped != SKIP:
-                for c in mapped:
-                    self._push(c, start + i)
-        if self._pending:
+            mapped = table.get(ord(ch))
+            if mapped is None:
+                mapped = ch
+            elif mapped == SEP:
+                gap += 1
+                continue
+            elif mapped == SKIP:
+                continue
+            for c in mapped:
+                if gap > max_gap:
+                    k = 0  # nothing before a long separator run can be part of a match
+                n += c
+                norig.append(start + i)
+                ngap.append(gap)
+                gap = 0
+                j = k + 1 if k < max_len else max_len
+                entry = None
+                while j:
+                    entry = prefixes.get(n[-j:])
+                    if entry is not None:
+                        break
+                    j -= 1
+                k = j
+                if self._pending or (entry is not None and entry[0]):
+                    self._n, self._k, self._gap = n, k, gap
+                    self._matched(entry[0] if entry is not None else ())
+                    n = self._n
+                if len(n) > 4 * max_len + 8:
+                    self._n = n
+                    self._cut()
+                    n = self._n
+        self._n, self._k, self._gap = n, k, gap
+        if self._pending and gap:
             self._resolve_pending(final=False)
 
-    def _push(self, c: str, orig: int) -> None:
-        words = self._g.words
-        if self._gap > words.max_gap:
-            self._k = 0  # nothing before a long separator run can be part of a match
-        self._n += c
-        self._norig.append(orig)
-        self._ngap.append(self._gap)
-        self._gap = 0
+    def _matched(self, outs: tuple[int, ...]) -> None:
+        """A character was appended: settle pending boundaries, then record the words it completes."""
         if self._pending:  # the character after a complete Latin-script word decides its boundary
             self._resolve_pending(final=False)
-        n = self._n
-        prefixes = words.prefixes
-        entry: tuple[tuple[int, ...], bool] | None = None
-        j = min(self._k + 1, words.max_len)
-        while j:
-            entry = prefixes.get(n[-j:])
-            if entry is not None:
-                break
-            j -= 1
-        self._k = j
-        outs = entry[0] if entry is not None else None
-        nend = self._nbase + len(n)
-        if outs:
-            for w in outs:
-                s = nend - len(words.words[w])
-                if words.need_end[w]:
-                    self._pending.append((w, s, nend))
-                else:
-                    self._decide(w, s, nend, at_end=True)
-        keep = words.max_len + 2
-        if len(n) > 4 * keep:
-            cut = len(n) - keep
-            self._n = n[cut:]
-            del self._norig[:cut], self._ngap[:cut]
-            self._nbase += cut
+        words = self._g.words
+        nend = self._nbase + len(self._n)
+        for w in outs:
+            s = nend - len(words.words[w])
+            if words.need_end[w]:
+                self._pending.append((w, s, nend))
+            else:
+                self._decide(w, s, nend, at_end=True)
+
+    def _cut(self) -> None:
+        cut = len(self._n) - (self._g.words.max_len + 2)
+        self._n = self._n[cut:]
+        del self._norig[:cut], self._ngap[:cut]
+        self._nbase += cut
 
     def _gap_at(self, rel: int) -> int:
         return self._ngap[rel] if rel < len(self._ngap) else self._gap

@@ -7,7 +7,7 @@ marks the pattern as slow; the retry keeps a busy machine from failing a harmles
 
 from __future__ import annotations
 
-import regex  # type: ignore[import-untyped]  # no stubs installed (types-regex)
+import regex
 
 _PROBE_LEN = 5000
 _GENERIC_PROBES: tuple[str, ...] = (

@@ -103,6 +103,7 @@ class RelayService:
             include_usage=req.wants_usage,
             prompt_estimate=call.prompt_estimate,
             collect=not req.stream,
+            repetition=ctx.engine_repetition(),
         )
         response_headers = {**ctx.headers, "x-request-id": request_id}
         if req.stream:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-from gateway.guardrails.pipeline import Stop, StreamPipeline
+from gateway.guardrails.pipeline import Decision, Stop, StreamPipeline
 from gateway.protocol import (
     DONE,
     OutChatChoice,
@@ -46,6 +46,8 @@ class Transcoder:
         "_object",
         "_pipeline",
         "_prompt_estimate",
+        "_reasoning_open",
+        "_repetition",
         "_role_sent",
         "collected",
         "extension",
@@ -68,6 +70,7 @@ class Transcoder:
         include_usage: bool,
         prompt_estimate: int,
         collect: bool = False,
+        repetition: tuple[Stop, Decision] | None = None,
     ) -> None:
         self._kind = kind
         self._object = "chat.completion.chunk" if kind == "chat" else "text_completion"
@@ -77,6 +80,11 @@ class Transcoder:
         self._include_usage = include_usage
         self._prompt_estimate = prompt_estimate
         self._role_sent = False
+        # Reasoning precedes content (Qwen3's <think> block): its held-back tail is checked and released
+        # when content starts, so it neither trails the content nor lets content out past a pending block.
+        self._reasoning_open = kind == "chat"
+        # vLLM's own `repetition` finish (the engine backstop) is reported like the gateway's loop cut.
+        self._repetition = repetition
         self.created = 0
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -129,6 +137,8 @@ class Transcoder:
         if content or reasoning:
             self.generated_tokens += 1
         out_r = pipeline.feed("reasoning", reasoning).text if reasoning else ""
+        if content and self._reasoning_open and pipeline.stopped is None:
+            out_r += self._close_reasoning()
         out_c = ""
         if content and pipeline.stopped is None:
             out_c = pipeline.feed("content", content).text
@@ -142,15 +152,25 @@ class Transcoder:
             if pipeline.stopped is not None:
                 self._stopped(pipeline.stopped, frames)
                 return
+            if finish == "repetition" and self._repetition is not None:
+                stop, decision = self._repetition
+                pipeline.decisions.append(decision)
+                self._stopped(stop, frames)
+                return
             self.finish_reason = finish
             frames.append(self._final(finish, None))
 
     def _flush(self, frames: list[bytes]) -> None:
         pipeline = self._pipeline
-        out_r = pipeline.finish("reasoning").text if self._kind == "chat" else ""
+        out_r = self._close_reasoning() if self._reasoning_open else ""
         out_c = pipeline.finish("content").text if pipeline.stopped is None else ""
         if out_r or out_c:
             frames.append(self._delta_frame(out_r, out_c))
+
+    def _close_reasoning(self) -> str:
+        """Finish the reasoning field once; reasoning arriving later is not released (fail closed)."""
+        self._reasoning_open = False
+        return self._pipeline.finish("reasoning").text
 
     def _stopped(self, stop: Stop, frames: list[bytes]) -> None:
         self.stop = stop

@@ -43,8 +43,10 @@ def default_guardrails() -> CompiledGuardrails:
     return compile_guardrails(load_bundle(DEFAULT_BUNDLE).bundle)
 
 
-def stream(check: GuardrailStream, chunks: list[str], field: str = "content") -> tuple[list[str], CheckResult | None, list[Decision]]:
-    """Feed chunks; returns what was released after each chunk (plus the finish), the stop result and decisions."""
+def stream(
+    check: GuardrailStream, chunks: list[str], field: str = "content"
+) -> tuple[list[str], CheckResult | None, list[Decision]]:
+    """Feed chunks: what was released after each chunk (and the finish), the stopping result, decisions."""
     released: list[str] = []
     decisions: list[Decision] = []
     for chunk in chunks:

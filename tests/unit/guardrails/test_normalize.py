@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.guardrails import default_normalizer
 
@@ -31,7 +33,9 @@ def test_words_and_text_normalise_identically() -> None:
         assert norm.word(text) == norm.normalize(text).text
 
 
-@pytest.mark.parametrize("text", ["ab，，cd", "\u200bＡＢ cd", "ﬁx y", "禁\u200b 词 😀 x", "x" * 5 + "；" * 3 + "机密"])
+@pytest.mark.parametrize(
+    "text", ["ab，，cd", "\u200bＡＢ cd", "ﬁx y", "禁\u200b 词 😀 x", "x" * 5 + "；" * 3 + "机密"]
+)
 def test_offsets_map_back_to_the_original_characters(text: str) -> None:
     norm = default_normalizer()
     result = norm.normalize(text)
@@ -45,3 +49,20 @@ def test_gaps_count_separators_but_not_invisible_characters() -> None:
     result = default_normalizer().normalize("a \u200b,b\u200bc")
     assert result.text == "abc"
     assert [result.gap(i) for i in range(4)] == [0, 2, 0, 0]
+
+
+ALPHABET = "ab禁词 ，\u200b\u00adＡ機😀\x01\x02é"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=ALPHABET, max_size=1500))
+def test_fast_map_agrees_with_the_explicit_map(text: str) -> None:
+    """The block-indexed map of the C-speed paths equals a character-by-character map."""
+    norm = default_normalizer()
+    fast = norm.normalize(text)
+    slow = norm._expanding(text)
+    assert fast.text == slow.text
+    for n in range(len(fast.text)):
+        assert fast.orig(n) == slow.orig(n)
+    for n in range(len(fast.text) + 1):
+        assert fast.gap(n) == slow.gap(n)

@@ -19,7 +19,9 @@ from tests.unit.guardrails.conftest import Build
         ("mail me: zhang.san@corp.example.cn!", "pii.email", "mail me: " + "*" * 25 + "!"),
     ],
 )
-def test_default_pii_rules(default_guardrails: CompiledGuardrails, text: str, rule: str | None, masked: str | None) -> None:
+def test_default_pii_rules(
+    default_guardrails: CompiledGuardrails, text: str, rule: str | None, masked: str | None
+) -> None:
     verdict = default_guardrails.scan(text, "output")
     if rule is None:
         assert all(h.rule != "pii.cn_mobile" for h in verdict.hits)
@@ -50,7 +52,18 @@ def test_api_key_blocks(default_guardrails: CompiledGuardrails) -> None:
 
 
 def test_ignore_case(build: Build) -> None:
-    guard = build([{"id": "p.i", "kind": "pattern", "category": "c", "action": "flag", "pattern": "secret-\\d+", "ignore_case": True}])
+    guard = build(
+        [
+            {
+                "id": "p.i",
+                "kind": "pattern",
+                "category": "c",
+                "action": "flag",
+                "pattern": "secret-\\d+",
+                "ignore_case": True,
+            }
+        ]
+    )
     assert guard.scan("SECRET-42", "input").action == "flag"
 
 

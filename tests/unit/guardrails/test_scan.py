@@ -17,7 +17,9 @@ WORDS = [
 
 @pytest.fixture
 def guard(build: Build) -> CompiledGuardrails:
-    return build(WORDS, clients={"lab": {"tier": "t", "guardrails": {"disable": ["w.cjk"], "shadow": ["w.latin"]}}})
+    return build(
+        WORDS, clients={"lab": {"tier": "t", "guardrails": {"disable": ["w.cjk"], "shadow": ["w.latin"]}}}
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,9 @@ def test_client_overrides_disable_and_shadow(guard: CompiledGuardrails) -> None:
 
 
 def test_where_limits_a_rule(build: Build) -> None:
-    guard = build([{"id": "w.out", "category": "c", "action": "block", "where": ["output"], "words": ["机密"]}])
+    guard = build(
+        [{"id": "w.out", "category": "c", "action": "block", "where": ["output"], "words": ["机密"]}]
+    )
     assert guard.scan("机密", "input").action == "allow"
     assert guard.scan("机密", "output").action == "block"
     assert guard.scan("机密", "reasoning").action == "allow"
@@ -115,7 +119,8 @@ def test_shadow_rule_records_without_acting(build: Build) -> None:
 
 def test_words_from_lists_are_used(build: Build) -> None:
     guard = build(
-        [{"id": "w.l", "category": "c", "action": "block", "lists": ["codes"]}], lists={"codes": ("青龙项目",)}
+        [{"id": "w.l", "category": "c", "action": "block", "lists": ["codes"]}],
+        lists={"codes": ("青龙项目",)},
     )
     assert guard.scan("关于青龍項目的进展", "input").action == "block"
 

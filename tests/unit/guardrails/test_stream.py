@@ -10,7 +10,12 @@ from gateway.guardrails import CompiledGuardrails, Decision, mask_spans
 from tests.unit.guardrails.conftest import Build, build_guardrails, stream
 
 RULES = [
-    {"id": "w.block", "category": "violence", "action": "block", "words": ["禁词示例", "forbidden demo", "ass"]},
+    {
+        "id": "w.block",
+        "category": "violence",
+        "action": "block",
+        "words": ["禁词示例", "forbidden demo", "ass"],
+    },
     {"id": "w.mask", "category": "confidential", "action": "mask", "words": ["天穹计划", "bluefin", "青龙"]},
     {"id": "w.flag", "category": "confidential", "action": "flag", "words": ["机密", "confidential"]},
     {"id": "w.shadow", "category": "c", "action": "block", "mode": "shadow", "words": ["示例", "demo"]},
@@ -30,7 +35,8 @@ def _splits(text: str, size: int) -> list[str]:
 def test_a_banned_word_split_across_chunks_is_never_released(guard: CompiledGuardrails, size: int) -> None:
     text = "你好，这是禁 词示例，后面还有很多内容。"
     released, stop, decisions = stream(guard.stream_check(None), _splits(text, size))
-    assert stop is not None and stop.stop is not None
+    assert stop is not None
+    assert stop.stop is not None
     assert stop.stop.finish_reason == "content_filter"
     assert stop.stop.extension == {"stopped": "content_filter", "rule": "w.block"}
     assert "".join(released) == "你好，这是"
@@ -86,7 +92,8 @@ def test_content_and_reasoning_are_scanned_separately(guard: CompiledGuardrails)
     assert check.feed("content", "示例").text == "示例"  # not joined with the reasoning's 禁词
     result = check.feed("reasoning", "示例")
     assert result.stop is not None
-    assert result.decisions is not None and result.decisions[-1].where == "reasoning"
+    assert result.decisions is not None
+    assert result.decisions[-1].where == "reasoning"
 
 
 def test_patterns_are_held_back_then_masked(default_guardrails: CompiledGuardrails) -> None:
@@ -103,7 +110,8 @@ def test_patterns_are_held_back_then_masked(default_guardrails: CompiledGuardrai
 
 FRAGMENTS = [
     "禁词示例", "禁", "词", "示例", "天穹", "計劃", "机密", "ass", "bluefin", "Ｂｌｕｅ", "forbidden", "demo",
-    "confidential", "assistant", "青龙", " ", "  ", "，", "\u200b", "\u00ad", "￥", "\n", "a", "x", "好", "的",
+    "confidential", "assistant", "青龙", " ", "  ", "，", "\u200b", "\u00ad", "￥", "\n", "a", "x", "好",
+    "的",
     "13812345678", "4111 1111 1111 1111", "11010519491231002X", "a.b@example.com", "sk-", "1", "@", "ﬁ",
 ]  # fmt: skip
 
@@ -111,7 +119,9 @@ FRAGMENTS = [
 def _reference(g: CompiledGuardrails, text: str) -> tuple[str, set[tuple[str, int, int, str, str]], bool]:
     """What a stream must produce, from the whole-text scan."""
     hits = g.hits(text, "output")
-    masked = mask_spans(text, [(d.start, d.end) for d in hits if d.mode == "enforce" and d.action == "mask"], "*")
+    masked = mask_spans(
+        text, [(d.start, d.end) for d in hits if d.mode == "enforce" and d.action == "mask"], "*"
+    )
     blocks = [d for d in hits if d.mode == "enforce" and d.action == "block"]
     if not blocks:
         return masked, {_key(d) for d in hits}, False
@@ -125,12 +135,16 @@ def _key(d: Decision) -> tuple[str, int, int, str, str]:
 
 
 def _guards() -> list[CompiledGuardrails]:
+    card = r"(?<![0-9])[0-9](?:[ -]?[0-9]){15,18}(?![0-9])"
     patterns = [
         {"id": "p.mobile", "category": "pii", "action": "mask", "pattern": r"(?<![0-9])1[3-9]\d{9}(?![0-9])"},
-        {"id": "p.card", "category": "pii", "action": "flag", "pattern": r"(?<![0-9])[0-9](?:[ -]?[0-9]){15,18}(?![0-9])", "validator": "luhn"},
+        {"id": "p.card", "category": "pii", "action": "flag", "pattern": card, "validator": "luhn"},
         {"id": "p.key", "category": "s", "action": "block", "pattern": r"sk-[a-z]{3,12}"},
-    ]  # fmt: skip
-    return [build_guardrails(RULES), build_guardrails(RULES + patterns, max_pattern_chars=24, max_separator_gap=1)]
+    ]
+    return [
+        build_guardrails(RULES),
+        build_guardrails(RULES + patterns, max_pattern_chars=24, max_separator_gap=1),
+    ]
 
 
 GUARDS = _guards()

@@ -5,12 +5,16 @@ import pytest
 from gateway.guardrails import cn_resident_id, luhn
 
 
-@pytest.mark.parametrize("number", ["4111111111111111", "4111 1111 1111 1111", "6222-0212-3456-7890-128", "7992739871300008"])
+@pytest.mark.parametrize(
+    "number", ["4111111111111111", "4111 1111 1111 1111", "6222-0212-3456-7890-128", "7992739871300008"]
+)
 def test_luhn_accepts_valid_numbers(number: str) -> None:
     assert luhn(number)
 
 
-@pytest.mark.parametrize("number", ["4111111111111112", "411111111111111", "12345678901234567890", "4111a11111111111"])
+@pytest.mark.parametrize(
+    "number", ["4111111111111112", "411111111111111", "12345678901234567890", "4111a11111111111"]
+)
 def test_luhn_rejects_bad_checksums_and_lengths(number: str) -> None:
     assert not luhn(number)
 

@@ -1,0 +1,307 @@
+"""What the gateway costs on the relay path, measured side by side against the fake vLLM engine.
+
+Processes: the fake engine, the gateway (``python -m gateway serve``) and this raw-socket client that only
+counts SSE events. Policy configurations:
+
+  a  pass-through: policies/default without guardrail rules and with loop detection off (the skeleton relay)
+  b  the default bundle (full stream pipeline)
+  c  the default bundle with tracing on: OTLP/HTTP to a local sink, sampler ratio 1.0 (metrics are always on)
+
+For each: time to first text direct vs through the gateway (interleaved sequential requests); gateway CPU
+per engine chunk and chunks/s over 100 concurrent streams from a fake at full speed (reads batch several
+chunks when the gateway falls behind); the same CPU per chunk against a fake pacing each stream like an
+engine does (about one chunk per network read, the realistic case); gateway CPU per small non-streamed
+request. Targets (issues 2 and 5): TTFT +<= 1 ms median, <= 30 us CPU per chunk, >= 10,000 chunks/s,
+tracing (c) <= 10% more CPU than (b). Exits 0; prints PASS/FAIL per target.
+
+    .venv/bin/python tests/perf/bench_relay.py [--configs a,b,c] [--seconds 4] [--streams 100]
+    .venv/bin/python tests/perf/bench_relay.py --profile b:stream    # or b:json, a:paced: cProfile hot spots
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.perf._bench_common import (
+    Conn,
+    LoadResult,
+    bench_policies,
+    chat_body,
+    cpu_seconds,
+    json_load,
+    load_average,
+    median,
+    otel_env,
+    otlp_sink,
+    post_bytes,
+    runner,
+    start_fake,
+    start_gateway,
+    stop_process,
+    stream_load,
+    verdict,
+)
+
+PATH = "/v1/chat/completions"
+NAMES = {"a": "pass-through", "b": "default bundle", "c": "default + tracing"}
+
+
+@dataclass(slots=True)
+class Fakes:
+    fast: int  # port of the fake at rate 0
+    paced: int  # port of the fake pacing tokens
+    fast_chunks: int  # engine chunks per streamed answer (SSE events without [DONE])
+    paced_chunks: int
+
+
+@dataclass(slots=True)
+class Figures:
+    ttft_direct_ms: float = 0.0
+    ttft_gateway_ms: float = 0.0
+    ttft_added_ms: float = 0.0
+    sat_cpu_us: float = 0.0  # per chunk, full-speed fake
+    sat_chunks_per_s: float = 0.0
+    sat_busy: float = 0.0  # gateway CPU seconds per wall second
+    sat_events_per_answer: float = 0.0
+    paced_cpu_us: float = 0.0  # per chunk, paced fake
+    paced_chunks_per_s: float = 0.0
+    paced_ttft_direct_ms: float = 0.0
+    paced_ttft_added_ms: float = 0.0
+    request_cpu_us: float = 0.0  # per non-streamed request
+    requests_per_s: float = 0.0
+
+    def cells(self) -> list[str]:
+        return [
+            f"{self.ttft_direct_ms:.2f}",
+            f"{self.ttft_gateway_ms:.2f}",
+            f"{self.ttft_added_ms:+.2f}",
+            f"{self.sat_cpu_us:.1f}",
+            f"{self.sat_chunks_per_s:,.0f}",
+            f"{self.sat_busy:.2f}",
+            f"{self.paced_cpu_us:.1f}",
+            f"{self.paced_ttft_added_ms:+.1f}",
+            f"{self.request_cpu_us:,.0f}",
+            f"{self.requests_per_s:,.0f}",
+        ]
+
+
+HEAD = [
+    "config", "TTFT direct ms", "TTFT gw ms", "added ms", "CPU/chunk us", "chunks/s", "gw CPU",
+    "paced CPU/chunk us", "paced TTFT added ms", "CPU/request us", "req/s",
+]  # fmt: skip
+
+
+async def _ttft_pairs(direct: int, gateway: int, body: bytes, pairs: int) -> list[tuple[float, float]]:
+    """Sequential requests, direct and through the gateway alternately (order flipped every pair)."""
+    conns = {direct: await Conn.open(direct), gateway: await Conn.open(gateway)}
+    requests = {port: post_bytes(PATH, body, port) for port in conns}
+    out: list[tuple[float, float]] = []
+    try:
+        for i in range(pairs):
+            got: dict[int, float] = {}
+            for port in (direct, gateway) if i % 2 == 0 else (gateway, direct):
+                got[port] = (await conns[port].stream(requests[port])).first_text_s
+            out.append((got[direct], got[gateway]))
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return out
+
+
+def _loaded(pid: int, load: Callable[[], LoadResult], chunks_per_answer: int) -> tuple[float, float, float, LoadResult]:
+    """(CPU us per engine chunk, chunks/s, CPU busy) of process ``pid`` over ``load``."""
+    cpu0 = cpu_seconds(pid)
+    result = load()
+    cpu = cpu_seconds(pid) - cpu0
+    chunks = result.requests * chunks_per_answer
+    return cpu / max(chunks, 1) * 1e6, chunks / result.elapsed_s, cpu / result.elapsed_s, result
+
+
+def _measure_fast(pid: int, gport: int, fakes: Fakes, args: argparse.Namespace, fig: Figures) -> None:
+    run = runner()
+    stream_req = post_bytes(PATH, chat_body(stream=True), gport)
+    run(stream_load(gport, stream_req, 10, 0.5))  # warm up connections and code paths
+
+    pairs = run(_ttft_pairs(fakes.fast, gport, chat_body(stream=True, max_tokens=16), args.ttft_pairs))
+    fig.ttft_direct_ms = median([p[0] for p in pairs]) * 1e3
+    fig.ttft_gateway_ms = median([p[1] for p in pairs]) * 1e3
+    fig.ttft_added_ms = median([p[1] - p[0] for p in pairs]) * 1e3
+
+    fig.sat_cpu_us, fig.sat_chunks_per_s, fig.sat_busy, load = _loaded(
+        pid, lambda: run(stream_load(gport, stream_req, args.streams, args.seconds)), fakes.fast_chunks
+    )
+    fig.sat_events_per_answer = load.events / max(load.requests, 1)
+
+    small = post_bytes(PATH, chat_body(stream=False, max_tokens=8), gport)
+    run(json_load(gport, small, 2, 0.2))
+    cpu0 = cpu_seconds(pid)
+    n, elapsed = run(json_load(gport, small, args.json_workers, args.json_seconds))
+    fig.request_cpu_us = (cpu_seconds(pid) - cpu0) / max(n, 1) * 1e6
+    fig.requests_per_s = n / elapsed
+
+
+def _measure_paced(pid: int, gport: int, fakes: Fakes, args: argparse.Namespace, fig: Figures) -> None:
+    run = runner()
+    pairs = run(_ttft_pairs(fakes.paced, gport, chat_body(stream=True, max_tokens=16), args.paced_pairs))
+    fig.paced_ttft_direct_ms = median([p[0] for p in pairs]) * 1e3
+    fig.paced_ttft_added_ms = median([p[1] - p[0] for p in pairs]) * 1e3
+    request = post_bytes(PATH, chat_body(stream=True), gport)
+    fig.paced_cpu_us, fig.paced_chunks_per_s, _, _ = _loaded(
+        pid, lambda: run(stream_load(gport, request, args.streams, args.seconds)), fakes.paced_chunks
+    )
+
+
+def _answer_chunks(port: int) -> int:
+    async def one() -> int:
+        conn = await Conn.open(port)
+        try:
+            return (await conn.stream(post_bytes(PATH, chat_body(stream=True), port))).events - 1
+        finally:
+            conn.close()
+
+    return runner()(one())
+
+
+def _profile(spec: str, policies: dict[str, Path], fakes: Fakes, tmp: Path, args: argparse.Namespace) -> None:
+    """Run one load against a gateway under cProfile and print the hot spots."""
+    config, _, load = spec.partition(":")
+    load = load or "stream"
+    out = tmp / f"gateway-{config}-{load}.prof"
+    port = fakes.paced if load == "paced" else fakes.fast
+    env = otel_env(args.sink_url) if config == "c" else None
+    gw, gport = start_gateway(f"http://127.0.0.1:{port}", policies[config], tmp / "data-prof", env=env, profile_to=out)
+    try:
+        run = runner()
+        if load == "json":
+            run(json_load(gport, post_bytes(PATH, chat_body(stream=False, max_tokens=8), gport), 8, args.seconds))
+        else:
+            run(stream_load(gport, post_bytes(PATH, chat_body(stream=True), gport), args.streams, args.seconds))
+    finally:
+        stop_process(gw)
+    stats = pstats.Stats(str(out))
+    print(f"\ncProfile of the gateway: config {config} ({NAMES[config]}), {load} load, {args.seconds:.0f} s")
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(r"(gateway|engine)/", 30)
+    print(f"profile kept in {out} (startup and import time are included)")
+
+
+def _print_report(rows: dict[str, Figures], fakes: Fakes, fake_alone: tuple[float, float], sink: str, args: argparse.Namespace) -> None:
+    print(f"\nMenshen relay benchmark: {os.cpu_count()} CPUs, load average {load_average()} (shared machine)")
+    print(
+        f"fake engine at rate 0: {args.tokens}-token answers = {fakes.fast_chunks} engine chunks; alone it streams "
+        f"{fake_alone[0]:,.0f} chunks/s to {args.streams} streams at {fake_alone[1]:.1f} us CPU/chunk"
+    )
+    print(
+        f"TTFT: median of {args.ttft_pairs} interleaved sequential pairs (16-token answers, time to first text). "
+        f"Load: {args.streams} concurrent streams, {args.seconds:.0f} s. Paced: fake at {args.paced_rate:.0f} "
+        f"tokens/s per stream, same load, TTFT of {args.paced_pairs} pairs. Non-streamed: {args.json_workers} "
+        f"connections, 8-token answers, {args.json_seconds:.1f} s. CPU = gateway process utime+stime.\n"
+    )
+    body = [[f"{k} {NAMES[k]}", *f.cells()] for k, f in rows.items()]
+    widths = [max(len(r[i]) for r in [HEAD, *body]) for i in range(len(HEAD))]
+    for r in [HEAD, *body]:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    if sink:
+        print(f"\n{sink}")
+
+    print("\nTargets:")
+    for k, f in rows.items():
+        print(f"  [{verdict(f.ttft_added_ms <= 1.0)}] {k}: TTFT added {f.ttft_added_ms:+.2f} ms median (<= 1 ms)")
+        print(
+            f"  [{verdict(f.sat_cpu_us <= 30.0)}] {k}: CPU per chunk {f.sat_cpu_us:.1f} us at full speed, "
+            f"{f.paced_cpu_us:.1f} us paced (<= 30 us)"
+        )
+        print(f"  [{verdict(f.sat_chunks_per_s >= 10_000)}] {k}: {f.sat_chunks_per_s:,.0f} chunks/s (>= 10,000)")
+    if "b" in rows and "c" in rows:
+        b, c = rows["b"], rows["c"]
+        for label, cb, bb in (
+            ("CPU per chunk (full speed)", c.sat_cpu_us, b.sat_cpu_us),
+            ("CPU per chunk (paced)", c.paced_cpu_us, b.paced_cpu_us),
+            ("CPU per request", c.request_cpu_us, b.request_cpu_us),
+        ):
+            print(f"  [{verdict(cb / bb <= 1.10)}] tracing: {label} c/b = {cb / bb:.3f} (<= 1.10)")
+    if "a" in rows and "b" in rows:
+        a, b = rows["a"], rows["b"]
+        print(
+            f"  (info) full pipeline vs pass-through, b/a: CPU per chunk {b.sat_cpu_us / a.sat_cpu_us:.2f} (full speed), "
+            f"{b.paced_cpu_us / a.paced_cpu_us:.2f} (paced), per request {b.request_cpu_us / a.request_cpu_us:.2f}"
+        )
+    for k, f in rows.items():
+        print(
+            f"  (info) {k}: {f.sat_events_per_answer:.1f} SSE events reach the client per answer "
+            f"(the engine sent {fakes.fast_chunks + 1} with [DONE]); paced: direct TTFT "
+            f"{f.paced_ttft_direct_ms:.1f} ms, {f.paced_chunks_per_s:,.0f} chunks/s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="a,b,c", help="comma list of a, b, c")
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--tokens", type=int, default=200, help="tokens of each answer of the full-speed fake")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each streaming load")
+    parser.add_argument("--ttft-pairs", type=int, default=150)
+    parser.add_argument("--paced-rate", type=float, default=50.0, help="tokens/s per stream of the paced fake")
+    parser.add_argument("--paced-tokens", type=int, default=100)
+    parser.add_argument("--paced-pairs", type=int, default=5)
+    parser.add_argument("--json-workers", type=int, default=8)
+    parser.add_argument("--json-seconds", type=float, default=2.5)
+    parser.add_argument("--profile", metavar="CONFIG[:stream|json|paced]", help="only profile one load")
+    args = parser.parse_args()
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+
+    tmp = Path(tempfile.mkdtemp(prefix="menshen-bench-"))
+    policies = {
+        "a": bench_policies(tmp / "policies-a", passthrough=True),
+        "b": bench_policies(tmp / "policies-b", passthrough=False),
+    }
+    policies["c"] = policies["b"]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        fast, fast_port = start_fake(args.tokens)
+        procs.append(fast)
+        paced, paced_port = start_fake(args.paced_tokens, rate=args.paced_rate)
+        procs.append(paced)
+        fakes = Fakes(fast_port, paced_port, _answer_chunks(fast_port), _answer_chunks(paced_port))
+        with otlp_sink() as (sink_url, sink):
+            args.sink_url = sink_url
+            if args.profile:
+                _profile(args.profile, policies, fakes, tmp, args)
+                return
+            # The fake alone under the same load: the ceiling the relay is measured against.
+            request = post_bytes(PATH, chat_body(stream=True), fast_port)
+            f_cpu, f_rate, _, _ = _loaded(
+                fast.pid, lambda: runner()(stream_load(fast_port, request, args.streams, 2.0)), fakes.fast_chunks
+            )
+            rows: dict[str, Figures] = {}
+            for config in configs:
+                env = otel_env(sink_url) if config == "c" else None
+                fig = rows[config] = Figures()
+                for port, measure in ((fast_port, _measure_fast), (paced_port, _measure_paced)):
+                    data = tmp / f"data-{config}-{port}"
+                    gw, gport = start_gateway(f"http://127.0.0.1:{port}", policies[config], data, env=env)
+                    try:
+                        measure(gw.pid, gport, fakes, args, fig)
+                    finally:
+                        stop_process(gw)  # also flushes the span exporter before the sink is read
+        spans = sink.spans()
+        sink_line = f"OTLP sink (config c): {sink.requests} exports, {sink.bytes:,} bytes, {spans} spans" if "c" in rows else ""
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    _print_report(rows, fakes, (f_rate, f_cpu), sink_line, args)
+
+
+if __name__ == "__main__":
+    main()
