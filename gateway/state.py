@@ -38,6 +38,7 @@ from gateway.ratelimit import Admission, LimiterUnavailable, RateLimited, RateLi
 from gateway.relay.errors import decode_error
 from gateway.relay.record import RequestRecord
 from gateway.relay.upstream import UpstreamCall, build_upstream_call
+from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH
 
 if TYPE_CHECKING:
     from engine.supervisor import EngineSupervisor
@@ -124,7 +125,7 @@ class GatewayState:
         self.extra_ready_checks: list[Callable[[], str | None]] = []
 
     async def authenticate(self, request: Request[Any, Any, Any], record: RequestRecord) -> Principal:
-        with self.tracer.start_as_current_span("auth"):
+        with self.tracer.start_as_current_span(SPAN_AUTH):
             try:
                 principal = await self.authenticator.authenticate(request.headers.get("authorization"))
             except AuthError as exc:
@@ -165,7 +166,7 @@ class GatewayState:
         record.max_tokens = call.max_tokens
         record.temperature = call.temperature
         limits = effective_limits(snapshot, grant)
-        with self.tracer.start_as_current_span("admission") as span:
+        with self.tracer.start_as_current_span(SPAN_ADMISSION) as span:
             span.set_attribute("menshen.reserve_tokens", call.prompt_estimate + call.max_tokens)
             try:
                 admission = await self.limiter.admit(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
@@ -137,7 +137,20 @@ class PatternRule(RuleBase):
     validator: Literal["luhn", "cn_resident_id"] | None = None
 
 
-Rule = Annotated[WordRule | PatternRule, Field(discriminator="kind")]
+def _rule_kind(value: object) -> str | None:
+    """``kind`` may be left out: a rule with a ``pattern`` is a pattern rule, any other a word rule."""
+    if isinstance(value, dict):
+        kind = value.get("kind")
+        if kind is None:
+            return "pattern" if "pattern" in value else "words"
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "kind", None)
+
+
+Rule = Annotated[
+    Annotated[WordRule, Tag("words")] | Annotated[PatternRule, Tag("pattern")],
+    Discriminator(_rule_kind),
+]
 
 
 class GuardrailsSection(Strict):

@@ -20,7 +20,7 @@ import msgspec
 from anyio import CancelScope
 from litestar import Request
 from litestar.response.base import ASGIResponse
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 
 from engine.client import EngineError, EngineHTTPError, EngineStream, EngineTimeout
 from gateway.errors import (
@@ -50,6 +50,7 @@ from gateway.relay.record import RequestRecord
 from gateway.relay.response import SSEResponse
 from gateway.relay.transcoder import Kind, Transcoder, UpstreamStreamError
 from gateway.relay.upstream import build_upstream_call
+from gateway.telemetry.spans import SPAN_INPUT_GUARD, SPAN_STREAM, Operation, engine_span
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState, RequestContext
@@ -66,6 +67,7 @@ class RelayService:
         record = RequestRecord(
             route="/v1/chat/completions" if kind == "chat" else "/v1/completions",
             operation="chat" if kind == "chat" else "text_completion",
+            server_span=trace.get_current_span(),
         )
         try:
             ctx = await state.admit(request, record, "chat" if kind == "chat" else "completions", self._parse(kind))
@@ -76,10 +78,11 @@ class RelayService:
             call = ctx.call
             guarded = self._input_guard(ctx, record)
             body = call.body if guarded is None else guarded
-            headers = state.recorder.upstream_headers()
             path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
-            with state.tracer.start_as_current_span("engine.open", kind=SpanKind.CLIENT) as span:
-                span.set_attribute("server.address", state.engine.config.base_url)
+            operation: Operation = "chat" if kind == "chat" else "text_completion"
+            with engine_span(state.tracer, operation, ctx.request.model, state.engine.config.base_url):
+                # Injected inside the client span: the engine's spans become its children.
+                headers = state.recorder.upstream_headers()
                 try:
                     upstream = await state.engine.open_stream(path, body, headers)
                 except EngineError as exc:
@@ -129,7 +132,7 @@ class RelayService:
         guard = ctx.snapshot.guardrails
         req = ctx.request
         changed = False
-        with self._state.tracer.start_as_current_span("guard.input") as span:
+        with self._state.tracer.start_as_current_span(SPAN_INPUT_GUARD) as span:
             texts = self._prompt_parts(req)
             for index, text in enumerate(texts):
                 if not text:
@@ -191,7 +194,7 @@ class RelayService:
         decoder = SSEDecoder()
         state = self._state
         error: GatewayError | None = None
-        span = state.tracer.start_span("stream")
+        span = state.tracer.start_span(SPAN_STREAM)
         try:
             async for data in upstream.reads():
                 out = transcoder.feed(decoder.feed(data))
@@ -223,7 +226,7 @@ class RelayService:
     ) -> None:
         decoder = SSEDecoder()
         error: GatewayError | None = None
-        span = self._state.tracer.start_span("stream")
+        span = self._state.tracer.start_span(SPAN_STREAM)
         try:
             async for data in upstream.reads():
                 transcoder.feed(decoder.feed(data))

@@ -50,8 +50,8 @@ class Transcoder:
         "_repetition",
         "_role_sent",
         "collected",
-        "extension",
         "created",
+        "extension",
         "finish_reason",
         "generated_tokens",
         "id",
@@ -213,7 +213,9 @@ class Transcoder:
             return b""
         if self._kind == "chat":
             return self._frame(OutDelta(content=content or None, reasoning=reasoning or None))
-        return frame(_encode(OutChunk(self.id, self._object, self.created, self._model, [OutTextChoice(0, content)])))
+        return frame(
+            _encode(OutChunk(self.id, self._object, self.created, self._model, [OutTextChoice(0, content)]))
+        )
 
     def _frame(self, delta: OutDelta) -> bytes:
         if self.collected is not None:
@@ -230,7 +232,9 @@ class Transcoder:
             choices = [OutChatChoice(0, OutDelta(), finish_reason=finish)]
         else:
             choices = [OutTextChoice(0, "", finish_reason=finish)]
-        return frame(_encode(OutChunk(self.id, self._object, self.created, self._model, choices, menshen=extension)))
+        return frame(
+            _encode(OutChunk(self.id, self._object, self.created, self._model, choices, menshen=extension))
+        )
 
 
 __all__ = ["Kind", "Transcoder", "UpstreamStreamError"]

@@ -17,6 +17,8 @@ from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.spans import (
+    MENSHEN_CLIENT_ID,
+    MENSHEN_POLICY_VERSION,
     add_decision_event,
     inject_traceparent,
     set_request_attributes,
@@ -40,8 +42,8 @@ class Recorder:
         add_decision_event(span, decision)
 
     def finish(self, record: RequestRecord, error: GatewayError | None) -> None:
-        """A request that ended without a stream: refused, failed, or answered in one piece."""
-        span = trace.get_current_span()
+        """A request that ended before its stream: refused or failed."""
+        span = _server_span(record)
         if error is not None:
             record.status = error.status
             record.error = str(error.code) if error.code is not None else error.type
@@ -51,7 +53,7 @@ class Recorder:
 
     def finish_stream(self, record: RequestRecord, span: object, error: GatewayError | None) -> None:
         """A relayed stream ended (done, cut, failed or disconnected). ``span`` is the stream span."""
-        server = record.server_span
+        server = _server_span(record)
         self._request_attributes(server, record)
         set_response_attributes(
             server,
@@ -76,17 +78,24 @@ class Recorder:
         self._close(record)
 
     def _request_attributes(self, span: Span, record: RequestRecord) -> None:
-        if record.model is not None and record.operation in ("chat", "text_completion"):
-            set_request_attributes(
-                span,
-                operation=record.operation,  # type: ignore[arg-type]
-                model=record.model,
-                max_tokens=record.max_tokens,
-                temperature=record.temperature,
-                stream=record.stream,
-                client_id=record.client_id,
-                policy_version=record.policy_version,
-            )
+        if not span.is_recording():
+            return
+        if record.model is None or record.operation not in ("chat", "text_completion"):
+            # Refused before the body was read (auth, size): who and under which policy still matter.
+            span.set_attribute(MENSHEN_CLIENT_ID, record.client_id)
+            if record.policy_version is not None:
+                span.set_attribute(MENSHEN_POLICY_VERSION, record.policy_version)
+            return
+        set_request_attributes(
+            span,
+            operation="chat" if record.operation == "chat" else "text_completion",
+            model=record.model,
+            max_tokens=record.max_tokens,
+            temperature=record.temperature,
+            stream=record.stream,
+            client_id=record.client_id,
+            policy_version=record.policy_version,
+        )
 
     def _close(self, record: RequestRecord) -> None:
         metrics = self.metrics
@@ -127,7 +136,7 @@ class Recorder:
                 )
         if self.audit is not None:
             metrics.audit_healthy.set(1 if self.audit.healthy else 0)
-        ctx = record.server_span.get_span_context()
+        ctx = _server_span(record).get_span_context()
         log_access(
             method=record.method,
             path=record.route,
@@ -141,6 +150,12 @@ class Recorder:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+
+
+def _server_span(record: RequestRecord) -> Span:
+    """The request's server span: the one the flow captured, else the current one."""
+    span = record.server_span
+    return span if span.get_span_context().is_valid else trace.get_current_span()
 
 
 __all__ = ["Recorder"]

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, Literal
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -45,6 +46,8 @@ GEN_AI_TTFT: Final = "gen_ai.server.time_to_first_token"
 MENSHEN_CLIENT_ID: Final = "menshen.client_id"
 MENSHEN_POLICY_VERSION: Final = "menshen.policy.version"
 MENSHEN_STREAM: Final = "menshen.stream"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
 DECISION_EVENT: Final = "menshen.decision"
 
 # Child spans of the server span, one per request phase (ARCHITECTURE.md, "The flow").
@@ -131,6 +134,31 @@ def set_response_attributes(
     span.set_attributes(attrs)
 
 
+@contextmanager
+def engine_span(
+    tracer: Tracer, operation: Operation, model: str, server_url: str | None = None
+) -> Iterator[Span]:
+    """The client span of the upstream call, named ``"{operation} {model}"`` as semconv asks.
+
+    Inject the trace context *inside* it, so the engine's spans become its children.
+    """
+    with tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT) as span:
+        if span.is_recording():
+            attrs: dict[str, str | int] = {
+                GEN_AI_OPERATION_NAME: operation,
+                GEN_AI_PROVIDER_NAME: "vllm",
+                GEN_AI_REQUEST_MODEL: model,
+            }
+            if server_url:
+                url = urlsplit(server_url)
+                if url.hostname:
+                    attrs[SERVER_ADDRESS] = url.hostname
+                if url.port:
+                    attrs[SERVER_PORT] = url.port
+            span.set_attributes(attrs)
+        yield span
+
+
 def add_decision_event(span: Span, decision: Decision) -> None:
     """Record a guardrail or loop decision as a span event: rule, category, action, mode, offsets.
 
@@ -198,12 +226,9 @@ class Telemetry:
             yield span
 
     @contextmanager
-    def engine_span(self, operation: Operation, model: str) -> Iterator[Span]:
-        """The client span of the upstream call, named ``"{operation} {model}"`` as semconv asks.
-
-        Inject the trace context *inside* it, so the engine's spans become its children.
-        """
-        with self.tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT) as span:
+    def engine_span(self, operation: Operation, model: str, server_url: str | None = None) -> Iterator[Span]:
+        """The client span of the upstream call (see the module function ``engine_span``)."""
+        with engine_span(self.tracer, operation, model, server_url) as span:
             yield span
 
     def current_trace_id(self) -> str | None:
@@ -233,6 +258,8 @@ __all__ = [
     "MENSHEN_CLIENT_ID",
     "MENSHEN_POLICY_VERSION",
     "MENSHEN_STREAM",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
     "SPAN_ADMISSION",
     "SPAN_AUTH",
     "SPAN_INPUT_GUARD",
@@ -240,6 +267,7 @@ __all__ = [
     "Operation",
     "Telemetry",
     "add_decision_event",
+    "engine_span",
     "extract_context",
     "inject_traceparent",
     "set_request_attributes",

@@ -272,7 +272,7 @@ def expired_token(gateway: RunningGateway, tmp_path: Path) -> str:
     )
 
 
-@pytest.mark.parametrize("kind", ["garbage", "three-segment garbage", "tampered", "expired", "empty"])
+@pytest.mark.parametrize("kind", ["garbage", "three-segment garbage", "tampered", "expired", "two words"])
 @pytest.mark.parametrize("path", ["/chat/completions", "/models"])
 def test_bad_tokens_get_401_invalid_token_in_openai_shape(
     builtin_gateway: RunningGateway, tmp_path: Path, kind: str, path: str
@@ -291,7 +291,7 @@ def test_bad_tokens_get_401_invalid_token_in_openai_shape(
         "three-segment garbage": "Bearer a.b.c",
         "tampered": f"Bearer {tampered}",
         "expired": f"Bearer {expired_token(builtin_gateway, tmp_path)}",
-        "empty": "Bearer ",
+        "two words": "Bearer abc.def ghi",
     }
     body = {"model": "qwen3-8b", "messages": MESSAGES}
     response = httpx.request(
@@ -474,6 +474,7 @@ def test_logs_never_contain_the_token(
         assert chat(mixed_gateway, token).status_code == 401
 
     text = captured_logs.text()
+    print("RENDERED", captured_logs.rendered.getvalue()[-4000:]); print("RAW", "\n".join(captured_logs.raw.lines)[-3000:])
     # The capture saw the gateway: its access lines name the clients (by id, never by token).
     assert '"client_id":"svc-log"' in captured_logs.rendered.getvalue()
     assert '"client_id":"billing"' in captured_logs.rendered.getvalue()

@@ -65,16 +65,22 @@ def _rule(data: dict[str, Any], rule_id: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _gateway(tmp_path: Path, fake: FakeEngine, policies: Path) -> Iterator[tuple[RunningGateway, openai.OpenAI]]:
+def _gateway(
+    tmp_path: Path, fake: FakeEngine, policies: Path
+) -> Iterator[tuple[RunningGateway, openai.OpenAI]]:
     data = tmp_path / "data"
-    with run_gateway(gateway_settings(data, fake.url, policies=policies)) as running:
-        with openai.OpenAI(base_url=running.api, api_key="unused", max_retries=0, timeout=20) as sdk:
-            yield running, sdk
+    with (
+        run_gateway(gateway_settings(data, fake.url, policies=policies)) as running,
+        openai.OpenAI(base_url=running.api, api_key="unused", max_retries=0, timeout=20) as sdk,
+    ):
+        yield running, sdk
 
 
 def _stream(client: openai.OpenAI, prompt: str, **kwargs: Any) -> tuple[str, str, list[Any]]:
     """(content, reasoning, chunks) of a streamed chat completion."""
-    chunks = list(client.chat.completions.create(model=MODEL, messages=_messages(prompt), stream=True, **kwargs))
+    chunks = list(
+        client.chat.completions.create(model=MODEL, messages=_messages(prompt), stream=True, **kwargs)
+    )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks if c.choices)
     return content, reasoning, chunks
@@ -127,7 +133,8 @@ def test_input_block_is_400_content_filter(
     assert body["code"] == "content_filter"
     assert rule in body["message"]
     raw = info.value.response.text
-    assert text not in raw and text[:4] not in raw, "the matched text never appears in the error"
+    assert text not in raw, "the matched text never appears in the error"
+    assert text[:4] not in raw
     assert fake_engine.requests_total == before, "nothing reaches the engine"
 
 
@@ -135,11 +142,15 @@ def test_input_block_in_any_message_part(fake_engine: FakeEngine, client: openai
     before = fake_engine.requests_total
     messages: list[Any] = [
         {"role": "system", "content": "You are helpful."},
-        {"role": "user", "content": [{"type": "text", "text": "first part"}, {"type": "text", "text": "青龍項目"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "first part"}, {"type": "text", "text": "青龍項目"}],
+        },
     ]
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL, messages=messages)
-    assert isinstance(info.value.body, dict) and "words.codenames" in info.value.body["message"]
+    assert isinstance(info.value.body, dict)
+    assert "words.codenames" in info.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt="Write about 蓝鲸工程 please")
     assert fake_engine.requests_total == before
@@ -155,15 +166,18 @@ def test_input_flag_passes_unchanged(fake_engine: FakeEngine, client: openai.Ope
 def test_input_mask_is_reserialised_upstream(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
     prompt = _prompt(fake_engine, "ok", Script.of("Noted."), f"请拨打{PHONE}联系我")
     parts = [{"type": "text", "text": "mail ops-team@corp.example.com"}, {"type": "text", "text": prompt}]
-    result = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts}])
+    messages: list[Any] = [{"role": "user", "content": parts}]
+    result = client.chat.completions.create(model=MODEL, messages=messages)
     assert result.choices[0].message.content == "Noted."
     sent = fake_engine.last_request
     texts = [p["text"] for p in sent.json["messages"][0]["content"]]
     assert texts[0] == "mail " + "*" * len("ops-team@corp.example.com")
     assert texts[1] == prompt.replace(PHONE, "*" * len(PHONE))
-    assert PHONE.encode() not in sent.body and b"ops-team" not in sent.body
+    assert PHONE.encode() not in sent.body
+    assert b"ops-team" not in sent.body
     # The rest of the request is re-serialised too: the policy's defaults are still applied.
-    assert sent.json["max_tokens"] == 1024 and sent.json["stream"] is True
+    assert sent.json["max_tokens"] == 1024
+    assert sent.json["stream"] is True
 
 
 # --- output block --------------------------------------------------------------------------------------
@@ -186,7 +200,8 @@ def test_output_block_streamed(fake_engine: FakeEngine, client: openai.OpenAI, s
     finish, ext = _finish(chunks)
     assert finish == "content_filter"
     assert ext == {"stopped": "content_filter", "rule": "words.violence"}
-    assert chunks[-1].choices and chunks[-1].choices[0].finish_reason == "content_filter", "nothing after it"
+    assert chunks[-1].choices, "nothing after the finish chunk"
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
     took = wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
     assert took < 1.0
     assert fake_engine.last_request.chunks_sent < 100, "the engine stopped generating soon after the cut"
@@ -219,7 +234,10 @@ def test_output_block_non_streamed(fake_engine: FakeEngine, client: openai.OpenA
     result = client.chat.completions.create(model=MODEL, messages=_messages(prompt))
     assert result.choices[0].finish_reason == "content_filter"
     assert result.choices[0].message.content == "Answer: "
-    assert (result.model_extra or {}).get("menshen") == {"stopped": "content_filter", "rule": "words.violence"}
+    assert (result.model_extra or {}).get("menshen") == {
+        "stopped": "content_filter",
+        "rule": "words.violence",
+    }
     wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
 
 
@@ -240,7 +258,9 @@ MASK_SPLITS = [
 
 
 @pytest.mark.parametrize("split", MASK_SPLITS)
-def test_mask_streamed_across_pieces(fake_engine: FakeEngine, client: openai.OpenAI, split: list[str]) -> None:
+def test_mask_streamed_across_pieces(
+    fake_engine: FakeEngine, client: openai.OpenAI, split: list[str]
+) -> None:
     prompt = _prompt(fake_engine, "pii", _pieces(split))
     content, _, chunks = _stream(client, prompt)
     original = "".join(split)
@@ -280,7 +300,9 @@ def test_mask_several_kinds_in_long_stream(fake_engine: FakeEngine, client: open
 
 
 def test_banned_word_in_reasoning_blocks_by_default(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
-    script = _pieces(["The answer."], reasoning=["Let me think: ", "禁词", "示例", " is..."], tail=200, rate=200)
+    script = _pieces(
+        ["The answer."], reasoning=["Let me think: ", "禁词", "示例", " is..."], tail=200, rate=200
+    )
     content, reasoning, chunks = _stream(client, _prompt(fake_engine, "think", script))
     assert reasoning == "Let me think: "
     assert content == ""
@@ -301,10 +323,15 @@ def test_rule_where_excludes_reasoning(fake_engine: FakeEngine, tmp_path: Path) 
         _rule(data, "words.violence")["where"] = ["input", "output"]
         _rule(data, "pii.cn_mobile")["where"] = ["output"]
 
-    script = _pieces(["Then ", "禁词", "示例", " appears."], reasoning=["Thinking of ", "禁词", "示例", " and 13812345678."])
+    script = _pieces(
+        ["Then ", "禁词", "示例", " appears."],
+        reasoning=["Thinking of ", "禁词", "示例", " and 13812345678."],
+    )
     with _gateway(tmp_path, fake_engine, _bundle(tmp_path, edit)) as (_, client):
         content, reasoning, chunks = _stream(client, _prompt(fake_engine, "think", script))
-        full = client.chat.completions.create(model=MODEL, messages=_messages(_prompt(fake_engine, "think", script)))
+        full = client.chat.completions.create(
+            model=MODEL, messages=_messages(_prompt(fake_engine, "think", script))
+        )
     assert reasoning == "Thinking of 禁词示例 and 13812345678.", "reasoning is not scanned by these rules"
     assert content == "Then "
     assert _finish(chunks)[0] == "content_filter"
@@ -336,11 +363,17 @@ def test_shadow_rule_records_without_acting(fake_engine: FakeEngine, tmp_path: P
         wait_for(lambda: len(shadow_records()) >= 3, within=2.0)
     records = shadow_records()
     by_place = {(r["rule"], r["where"]): r for r in records}
-    assert set(by_place) == {("words.violence", "input"), ("words.violence", "output"), ("pii.cn_mobile", "output")}
+    assert set(by_place) == {
+        ("words.violence", "input"),
+        ("words.violence", "output"),
+        ("pii.cn_mobile", "output"),
+    }
     for record in records:
         assert record["mode"] == "shadow"
         assert len(record["content_hmac"]) == 64
     assert by_place[("words.violence", "output")]["content_hmac"] == content_hmac(key, BANNED)
     assert by_place[("pii.cn_mobile", "output")]["content_hmac"] == content_hmac(key, PHONE)
     raw = audit_path.read_text(encoding="utf-8")
-    assert BANNED not in raw and PHONE not in raw and "禁" not in raw
+    assert BANNED not in raw
+    assert PHONE not in raw
+    assert "禁" not in raw

@@ -88,10 +88,14 @@ def _bundle(tmp_path: Path, file: str, edit: Callable[[dict[str, Any]], None]) -
 
 
 @contextmanager
-def _gateway(tmp_path: Path, fake: FakeEngine, policies: Path) -> Iterator[tuple[RunningGateway, openai.OpenAI]]:
-    with run_gateway(gateway_settings(tmp_path / "data", fake.url, policies=policies)) as running:
-        with openai.OpenAI(base_url=running.api, api_key="unused", max_retries=0, timeout=20) as sdk:
-            yield running, sdk
+def _gateway(
+    tmp_path: Path, fake: FakeEngine, policies: Path
+) -> Iterator[tuple[RunningGateway, openai.OpenAI]]:
+    with (
+        run_gateway(gateway_settings(tmp_path / "data", fake.url, policies=policies)) as running,
+        openai.OpenAI(base_url=running.api, api_key="unused", max_retries=0, timeout=20) as sdk,
+    ):
+        yield running, sdk
 
 
 def _corpus(name: str) -> str:
@@ -113,8 +117,11 @@ def test_content_loop_is_cut(fake_engine: FakeEngine, client: openai.OpenAI, tex
     assert final.choices[0].finish_reason == "length"
     ext = _ext(final)
     assert set(ext) == LOOP_KEYS
-    assert ext["stopped"] == "repetition_loop" and ext["rule"] == "loop.repetition" and ext["where"] == "output"
-    assert ext["period"] == period and ext["repeats"] >= 4
+    assert ext["stopped"] == "repetition_loop"
+    assert ext["rule"] == "loop.repetition"
+    assert ext["where"] == "output"
+    assert ext["period"] == period
+    assert ext["repeats"] >= 4
     assert content == text[: ext["offset"]], "the text is kept up to where the loop became certain"
     unit = text[:period]
     assert content.count(unit) >= 3, "three copies are never a loop"
@@ -125,14 +132,19 @@ def test_content_loop_is_cut(fake_engine: FakeEngine, client: openai.OpenAI, tex
     assert fake_engine.running == 0
 
 
-def test_near_duplicate_thinking_loop_is_cut_in_reasoning(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
+def test_near_duplicate_thinking_loop_is_cut_in_reasoning(
+    fake_engine: FakeEngine, client: openai.OpenAI
+) -> None:
     thinking = _corpus("loop_en_thinking_neardup.txt")
-    third = json.loads((CORPUS / "loops.json").read_text())["loop_en_thinking_neardup.txt"]["third_repeat_end"]
+    third = json.loads((CORPUS / "loops.json").read_text())["loop_en_thinking_neardup.txt"][
+        "third_repeat_end"
+    ]
     messages = _prompt(fake_engine, "think", _script("The answer is 5.", reasoning=thinking, rate=400))
     content, reasoning, final = _stream(client, messages)
     ext = _ext(final)
     assert final.choices[0].finish_reason == "length"
-    assert ext["stopped"] == "repetition_loop" and ext["where"] == "reasoning"
+    assert ext["stopped"] == "repetition_loop"
+    assert ext["where"] == "reasoning"
     assert reasoning == thinking[: ext["offset"]]
     assert ext["offset"] > third, "never cut before the third near-copy ends"
     assert content == "", "the answer after a looping thought is not reached"
@@ -141,7 +153,7 @@ def test_near_duplicate_thinking_loop_is_cut_in_reasoning(fake_engine: FakeEngin
 
 @pytest.mark.parametrize(
     ("content", "reasoning", "where"),
-    [(SENTENCE * 100, "", "output"), ("", HA * 300, "reasoning")],
+    [(SENTENCE * 100, "", "output"), ("", HA * 600, "reasoning")],
     ids=["content", "reasoning"],
 )
 def test_non_streamed_loop_is_truncated(
@@ -152,7 +164,8 @@ def test_non_streamed_loop_is_truncated(
     choice = result.choices[0]
     ext = _ext(result)
     assert choice.finish_reason == "length"
-    assert ext["stopped"] == "repetition_loop" and ext["where"] == where
+    assert ext["stopped"] == "repetition_loop"
+    assert ext["where"] == where
     looped = content or reasoning
     got = choice.message.content if where == "output" else getattr(choice.message, "reasoning", None)
     assert got == looped[: ext["offset"]]
@@ -165,7 +178,9 @@ def test_non_streamed_loop_is_truncated(
     [("loop_zh_sentence_content.txt", "content"), ("loop_en_paragraph_counter.txt", "content"),
      ("loop_zh_thinking_neardup.txt", "reasoning")],
 )  # fmt: skip
-def test_same_verdict_however_split(fake_engine: FakeEngine, client: openai.OpenAI, name: str, field: str) -> None:
+def test_same_verdict_however_split(
+    fake_engine: FakeEngine, client: openai.OpenAI, name: str, field: str
+) -> None:
     text = _corpus(name)
     outcomes: set[tuple[str, str, str]] = set()
     for seed in (None, 0, 1, 2, 3, 4):
@@ -214,9 +229,12 @@ def test_shadow_mode_records_the_loop_without_cutting(fake_engine: FakeEngine, t
             return [r for r in map(json.loads, lines) if r.get("kind") == "loop"]
 
         wait_for(lambda: bool(loops()), within=2.0)
-    assert content == text and final.choices[0].finish_reason == "stop"
+    assert content == text
+    assert final.choices[0].finish_reason == "stop"
     (record,) = loops()
-    assert record["rule"] == "loop.repetition" and record["mode"] == "shadow" and record["where"] == "output"
+    assert record["rule"] == "loop.repetition"
+    assert record["mode"] == "shadow"
+    assert record["where"] == "output"
     assert HA not in audit.read_text(encoding="utf-8")
 
 
@@ -249,11 +267,14 @@ def test_engine_repetition_finish_reported_as_length(fake_engine: FakeEngine, cl
     assert final.choices[0].finish_reason == "length"
     assert _ext(final) == want
     full = client.chat.completions.create(model=MODEL, messages=messages)
-    assert full.choices[0].finish_reason == "length" and _ext(full) == want
+    assert full.choices[0].finish_reason == "length"
+    assert _ext(full) == want
     assert full.choices[0].message.content == text
 
 
-def _sent_after(fake: FakeEngine, client: openai.OpenAI, messages: list[Any], **kwargs: Any) -> dict[str, Any]:
+def _sent_after(
+    fake: FakeEngine, client: openai.OpenAI, messages: list[Any], **kwargs: Any
+) -> dict[str, Any]:
     """The body the engine received for one non-streamed request."""
     client.chat.completions.create(model=MODEL, messages=messages, **kwargs)
     body = fake.last_request.json
@@ -274,10 +295,15 @@ def test_thinking_and_non_thinking_sampling_defaults(fake_engine: FakeEngine, cl
     plain = _sent_after(
         fake_engine, client, messages, extra_body={"chat_template_kwargs": {"enable_thinking": False}}
     )
-    assert {k: plain.get(k) for k in ("temperature", "top_p", "top_k")} == {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    assert {k: plain.get(k) for k in ("temperature", "top_p", "top_k")} == {
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
+    }
     assert "min_p" not in plain
     mine = _sent_after(fake_engine, client, messages, temperature=0.3, extra_body={"top_k": 40})
-    assert mine["temperature"] == 0.3 and mine["top_k"] == 40 and mine["top_p"] == 0.95, "only unset fields"
+    assert (mine["temperature"], mine["top_k"]) == (0.3, 40), "the client's values are kept"
+    assert mine["top_p"] == 0.95, "only unset fields are filled"
 
 
 def test_max_tokens_capped_by_policy(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
@@ -285,11 +311,14 @@ def test_max_tokens_capped_by_policy(fake_engine: FakeEngine, client: openai.Ope
     assert _sent_after(fake_engine, client, messages)["max_tokens"] == 1024
     assert _sent_after(fake_engine, client, messages, max_tokens=100_000)["max_tokens"] == 4096
     sent = _sent_after(fake_engine, client, messages, max_completion_tokens=50_000)
-    assert sent["max_tokens"] == 4096 and "max_completion_tokens" not in sent
+    assert sent["max_tokens"] == 4096
+    assert "max_completion_tokens" not in sent
     assert _sent_after(fake_engine, client, messages, max_tokens=77)["max_tokens"] == 77
 
 
-def test_greedy_allowed_unless_policy_refuses(fake_engine: FakeEngine, client: openai.OpenAI, tmp_path: Path) -> None:
+def test_greedy_allowed_unless_policy_refuses(
+    fake_engine: FakeEngine, client: openai.OpenAI, tmp_path: Path
+) -> None:
     messages = _prompt(fake_engine, "ok", Script.of("Fine."))
     assert _sent_after(fake_engine, client, messages, temperature=0)["temperature"] == 0
 
@@ -303,8 +332,10 @@ def test_greedy_allowed_unless_policy_refuses(fake_engine: FakeEngine, client: o
         with pytest.raises(openai.BadRequestError) as info:
             strict.chat.completions.create(model=MODEL, messages=messages, temperature=0)
         assert isinstance(info.value.body, dict)
-        assert info.value.body["code"] == "greedy_refused" and info.value.body["param"] == "temperature"
+        assert info.value.body["code"] == "greedy_refused"
+        assert info.value.body["param"] == "temperature"
         assert fake_engine.requests_total == before, "nothing reaches the engine"
         plain = {"chat_template_kwargs": {"enable_thinking": False}}
         sent = _sent_after(fake_engine, strict, messages, temperature=0.5, extra_body=plain)
-    assert sent["temperature"] == 0.5 and sent["presence_penalty"] == 1.5
+    assert sent["temperature"] == 0.5
+    assert sent["presence_penalty"] == 1.5
