@@ -1,27 +1,35 @@
 """The colocated vLLM engine: profiles, demo model preparation and the process supervisor.
 
-Never imports ``gateway``: the engine side stands alone.
+Never imports ``gateway``. Names are loaded on first use, so ``import engine`` stays cheap and
+``python -m engine.demo_model`` runs without its module being imported twice.
 """
 
-from engine.demo_model import DemoModelError, default_data_dir, demo_model_dir, prepare_demo_model
-from engine.profiles import (
-    PROFILES,
-    ArgValue,
-    EngineCommand,
-    EngineProfile,
-    Overrides,
-    ProfileError,
-    build_command,
-    get_profile,
-)
-from engine.supervisor import (
-    ENGINE_LOGGER,
-    EngineStartError,
-    EngineStatus,
-    EngineSupervisor,
-    SupervisorConfig,
-    SupervisorConfigError,
-)
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.demo_model import DemoModelError, default_data_dir, demo_model_dir, prepare_demo_model
+    from engine.profiles import (
+        PROFILES,
+        ArgValue,
+        EngineCommand,
+        EngineProfile,
+        Overrides,
+        ProfileError,
+        build_command,
+        get_profile,
+    )
+    from engine.supervisor import (
+        ENGINE_LOGGER,
+        EngineStartError,
+        EngineStatus,
+        EngineSupervisor,
+        SupervisorConfig,
+        SupervisorConfigError,
+    )
 
 __all__ = [
     "ENGINE_LOGGER",
@@ -43,3 +51,34 @@ __all__ = [
     "get_profile",
     "prepare_demo_model",
 ]
+
+# Public name -> the submodule that defines it.
+_HOME = MappingProxyType(
+    {
+        "DemoModelError": "demo_model",
+        "default_data_dir": "demo_model",
+        "demo_model_dir": "demo_model",
+        "prepare_demo_model": "demo_model",
+        "PROFILES": "profiles",
+        "ArgValue": "profiles",
+        "EngineCommand": "profiles",
+        "EngineProfile": "profiles",
+        "Overrides": "profiles",
+        "ProfileError": "profiles",
+        "build_command": "profiles",
+        "get_profile": "profiles",
+        "ENGINE_LOGGER": "supervisor",
+        "EngineStartError": "supervisor",
+        "EngineStatus": "supervisor",
+        "EngineSupervisor": "supervisor",
+        "SupervisorConfig": "supervisor",
+        "SupervisorConfigError": "supervisor",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"engine.{module}"), name)

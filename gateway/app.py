@@ -80,6 +80,8 @@ def auth_config(settings: Settings) -> AuthConfig:
         key_file=settings.auth_key_file or data / "issuer-keys.json",
         secrets_file=settings.auth_secrets_file or data / "client-secrets.yaml",
         token_ttl_s=settings.token_ttl,
+        token_attempts_per_address=settings.token_attempts_per_address,
+        token_failures_per_client=settings.token_failures_per_client,
     )
 
 
@@ -205,6 +207,8 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         plugins=plugins,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        # The gateway configures logging itself (JSON with the scrubber); Litestar's default would replace it.
+        logging_config=None,
         debug=False,
     )
 

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     issuer_url: str | None = Field(None, description="iss of the built-in issuer (default http://HOST:PORT).")
     auth_key_file: Path | None = Field(None, description="Built-in issuer's signing keys (default DATA_DIR).")
     auth_secrets_file: Path | None = Field(None, description="Client secret hashes (default DATA_DIR).")
+    token_attempts_per_address: str = Field("30/minute", description="Token endpoint attempts per address.")
+    token_failures_per_client: str = Field("10/minute", description="Failed token logins per client id.")
     token_ttl: int = Field(3600, ge=60, le=86400, description="Lifetime of built-in tokens, seconds.")
     # --- observability
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port instead.")

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -29,6 +29,7 @@ from ._plan import Outcome, Plan, WindowState, compile_plan
 from ._redis import RedisStore
 from ._store import Store, client_base
 
+T = TypeVar("T")
 OnRedisError = Literal["fail_open", "fail_closed"]
 
 # What a sick Redis raises: redis-py errors, socket errors, and our per-command timeout.
@@ -119,7 +120,8 @@ class RateLimiter:
         self._fallbacks = 0
         self._errors = 0
         self._heartbeat: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     # --- status ------------------------------------------------------------------------------
 
@@ -177,7 +179,7 @@ class RateLimiter:
         outcome: Outcome | None = None
         if store is not self._fallback and time.monotonic() >= self._down_until:
             try:
-                outcome = await store.admit(base, plan, reserve, lease_id, self._lease_ttl_ms)
+                outcome = await self._admit_shared(base, plan, reserve, lease_id)
             except _STORAGE_ERRORS as exc:
                 self._storage_failed(exc, "admit")
             else:
@@ -197,6 +199,30 @@ class RateLimiter:
             self._held.setdefault(store, {}).setdefault(base, set()).add(lease_id)
             self._ensure_heartbeat()
         return Admission(self, store, base, plan, reserve, lease_id or None, outcome)
+
+    async def _admit_shared(self, base: str, plan: Plan, reserve: int, lease_id: str) -> Outcome:
+        store = self._shared
+        if not store.suspends:
+            return await store.admit(base, plan, reserve, lease_id, self._lease_ttl_ms)
+        # redis-py can lose a cancellation that lands mid-command (redis/redis-py#2028), which would
+        # leave a disconnected client's task running. The call runs in its own task instead; if the
+        # caller is cancelled meanwhile, whatever it admitted is released once it completes.
+        call = self._spawn(store.admit(base, plan, reserve, lease_id, self._lease_ttl_ms))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._release_orphan(done, base, plan, reserve, lease_id))
+            raise
+
+    def _release_orphan(
+        self, done: asyncio.Task[Outcome], base: str, plan: Plan, reserve: int, lease_id: str
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # exception() marks a storage error as retrieved; nothing was admitted we know of
+        outcome = done.result()
+        if outcome.admitted:
+            starts = tuple(s.start for s in outcome.tokens)
+            self._spawn(self._settle_quietly(self._shared, base, plan, lease_id or None, starts, -reserve))
 
     def _plan(self, limits: TierLimits) -> Plan:
         plan = self._plans.get(limits)
@@ -256,7 +282,7 @@ class RateLimiter:
             # the lease expires by its TTL; an unrefunded reservation only over-charges this window
             self._storage_failed(exc, "settle")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -267,7 +293,8 @@ class RateLimiter:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
-        while True:
+        # the flag, not only cancel(), ends the loop: a cancel swallowed by the client must not hang aclose
+        while not self._closed:
             await asyncio.sleep(self._config.heartbeat_s)
             await self.refresh_leases()
 
@@ -292,6 +319,7 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         """Stop the heartbeat, wait for pending settles, close the storage connection."""
+        self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

@@ -21,6 +21,7 @@ def _monotonic_ms() -> int:
 
 
 class MemoryStore:
+    suspends = False  # does admit() await I/O (and so can be interrupted)?
     kind = "memory"
 
     def __init__(self, clock_ms: Callable[[], int] = _monotonic_ms) -> None:
@@ -93,9 +94,12 @@ class MemoryStore:
         self, base: str, plan: Plan, lease_id: str | None, token_delta: int, starts: tuple[int, ...]
     ) -> None:
         if lease_id is not None:
-            leases = self._leases.get(lease_key(base))
+            lkey = lease_key(base)
+            leases = self._leases.get(lkey)
             if leases is not None:
                 leases.pop(lease_id, None)
+                if not leases:
+                    del self._leases[lkey]  # as Redis drops an empty sorted set
         if token_delta:
             now = self._clock()
             for window, start in zip(plan.tokens, starts, strict=True):

@@ -35,6 +35,7 @@ def _storage_uri(url: str) -> str:
 
 
 class RedisStore:
+    suspends = True  # does admit() await I/O (and so can be interrupted)?
     kind = "redis"
 
     def __init__(self, config: RateLimitConfig) -> None:

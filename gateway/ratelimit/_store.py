@@ -41,6 +41,7 @@ class Store(Protocol):
     """One backend. Each method is one atomic step; `admit` writes nothing unless it admits."""
 
     kind: str
+    suspends: bool
 
     async def admit(
         self, base: str, plan: Plan, tokens: int, lease_id: str, lease_ttl_ms: int

@@ -146,7 +146,10 @@ class RelayService:
                     self._state.recorder.decision_event(span, decision)
                 if verdict.action == "block":
                     rule = next(h for h in verdict.hits if h.action == "block" and h.mode == "enforce")
-                    raise ContentFiltered(rule.rule, rule.category)
+                    blocked = ContentFiltered(rule.rule, rule.category)
+                    if isinstance(req, CompletionRequest):
+                        blocked.param = "prompt"  # the error names the field that held the text
+                    raise blocked
                 if verdict.action == "mask" and verdict.text != text:
                     texts[index] = verdict.text
                     changed = True

@@ -428,9 +428,12 @@ class Logs:
 
 
 @pytest.fixture
-def captured_logs() -> Iterator[Logs]:
+def captured_logs(mixed_gateway: RunningGateway) -> Iterator[Logs]:
     """The production logging set-up (``configure_logging``, as ``gateway serve``) at DEBUG into a buffer,
-    plus a raw handler on the root logger; the previous set-up is restored afterwards."""
+    plus a raw handler on the root logger; the previous set-up is restored afterwards.
+
+    Installed after the app is built: Litestar's default ``logging_config`` re-configures the root logger
+    when an app is created, which would drop handlers added before."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     libs = [
@@ -474,7 +477,6 @@ def test_logs_never_contain_the_token(
         assert chat(mixed_gateway, token).status_code == 401
 
     text = captured_logs.text()
-    print("RENDERED", captured_logs.rendered.getvalue()[-4000:]); print("RAW", "\n".join(captured_logs.raw.lines)[-3000:])
     # The capture saw the gateway: its access lines name the clients (by id, never by token).
     assert '"client_id":"svc-log"' in captured_logs.rendered.getvalue()
     assert '"client_id":"billing"' in captured_logs.rendered.getvalue()

@@ -138,6 +138,23 @@ def test_input_block_is_400_content_filter(
     assert fake_engine.requests_total == before, "nothing reaches the engine"
 
 
+def test_input_block_is_audited_by_hmac(gateway: RunningGateway, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=_messages(f"tell me about {BANNED}"))
+    path = gateway.settings.audit_path
+    wait_for(lambda: any(r.get("kind") == "guardrail" for r in _audit_records(path)), within=2.0)
+    (record,) = [r for r in _audit_records(path) if r.get("kind") == "guardrail"]
+    key = bytes.fromhex((gateway.settings.data_dir / "audit.key").read_text().strip())
+    assert (record["rule"], record["action"], record["mode"], record["where"]) == (
+        "words.violence",
+        "block",
+        "enforce",
+        "input",
+    )
+    assert record["content_hmac"] == content_hmac(key, BANNED)
+    assert BANNED not in path.read_text(encoding="utf-8")
+
+
 def test_input_block_in_any_message_part(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
     before = fake_engine.requests_total
     messages: list[Any] = [
@@ -151,8 +168,10 @@ def test_input_block_in_any_message_part(fake_engine: FakeEngine, client: openai
         client.chat.completions.create(model=MODEL, messages=messages)
     assert isinstance(info.value.body, dict)
     assert "words.codenames" in info.value.body["message"]
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model=MODEL, prompt="Write about 蓝鲸工程 please")
+    assert isinstance(info.value.body, dict)
+    assert (info.value.body["code"], info.value.body["param"]) == ("content_filter", "prompt")
     assert fake_engine.requests_total == before
 
 

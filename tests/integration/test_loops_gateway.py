@@ -186,7 +186,7 @@ def test_same_verdict_however_split(
     for seed in (None, 0, 1, 2, 3, 4):
         script = _script(reasoning=text, seed=seed) if field == "reasoning" else _script(text, seed=seed)
         content, reasoning, final = _stream(client, _prompt(fake_engine, f"s{seed}", script))
-        assert final.choices[0].finish_reason == "length"
+        assert final.choices[0].finish_reason == "length", (seed, _ext(final))
         outcomes.add((content, reasoning, json.dumps(_ext(final), sort_keys=True)))
     assert len(outcomes) == 1, "the released text and the verdict do not depend on the split"
     content, reasoning, ext = outcomes.pop()

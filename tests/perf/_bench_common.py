@@ -42,10 +42,16 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
 # -- processes and accounting ---------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads included (/proc/PID/stat fields 14 and 15)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds, all its threads included (/proc/PID/stat fields 14, 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    user, system = cpu_split(pid)
+    return user + system
 
 
 def free_port() -> int:
@@ -102,6 +108,17 @@ def start_fake(tokens: int, rate: float = 0.0, extra: list[str] | None = None) -
     return proc, int(line.rsplit(":", 1)[1])
 
 
+_PROFILED_SERVE = """
+import cProfile, signal, sys
+profiler = cProfile.Profile()
+out = sys.argv.pop(1)
+signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (profiler.disable(), profiler.dump_stats(out)))
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def start_gateway(
     upstream: str,
     policies: Path,
@@ -111,11 +128,15 @@ def start_gateway(
     profile_to: Path | None = None,
     api_key_file: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``python -m gateway serve`` as a process (optionally under cProfile); returns once /healthz answers."""
+    """``python -m gateway serve`` as a process; returns once /healthz answers.
+
+    With ``profile_to``, cProfile is switched on by SIGUSR1 and off (stats written there) by SIGUSR2, so a
+    profile covers the steady state only, not imports and start-up.
+    """
     port = free_port()
-    prefix = [sys.executable] + (["-m", "cProfile", "-o", str(profile_to)] if profile_to else [])
+    prefix = [sys.executable] + (["-c", _PROFILED_SERVE, str(profile_to)] if profile_to else ["-m", "gateway"])
     args = prefix + [
-        "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream,
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream,
         "--auth", "none", "--policies", str(policies), "--data-dir", str(data_dir), "--log-level", "warning",
     ]  # fmt: skip
     if api_key_file is not None:
@@ -142,6 +163,54 @@ def _drain(proc: subprocess.Popen[bytes]) -> None:
     if proc.stderr is not None:
         for _ in proc.stderr:
             pass
+
+
+_RAW_RELAY = """
+import asyncio, sys
+import uvloop
+
+class Up(asyncio.Protocol):
+    def __init__(self, down): self.down = down
+    def data_received(self, data): self.down.write(data)
+    def connection_lost(self, exc): self.down.close()
+
+class Down(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.up, self.pending = transport, None, []
+        asyncio.get_running_loop().create_task(self._connect())
+    async def _connect(self):
+        loop = asyncio.get_running_loop()
+        self.up, _ = await loop.create_connection(lambda: Up(self.transport), "127.0.0.1", int(sys.argv[2]))
+        for data in self.pending: self.up.write(data)
+    def data_received(self, data):
+        if self.up is None: self.pending.append(data)
+        else: self.up.write(data)
+    def connection_lost(self, exc):
+        if self.up is not None: self.up.close()
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Down, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
+
+def start_raw_relay(upstream_port: int) -> tuple[subprocess.Popen[str], int]:
+    """A byte-for-byte TCP relay (uvloop protocols, one upstream connection per client connection).
+
+    Its CPU per chunk is the floor for any Python relay that does one read and one write per chunk.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RAW_RELAY, str(port), str(upstream_port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    if not proc.stdout.readline():
+        stop_process(proc)
+        raise RuntimeError("the raw relay did not start")
+    return proc, port
 
 
 # -- policy bundles -----------------------------------------------------------------------------------------
@@ -354,11 +423,27 @@ class LoadResult:
     elapsed_s: float
     completion_tokens: int
     first_text_s: list[float]
+    errors: int = 0
+    first_error: str | None = None
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, exc: Exception) -> None:
+        self.count += 1
+        self.first = self.first or f"{type(exc).__name__}: {exc}"[:300]
 
 
 async def stream_load(port: int, request: bytes, streams: int, seconds: float) -> LoadResult:
-    """``streams`` concurrent connections each streaming ``request`` back to back until ``seconds`` pass."""
+    """``streams`` concurrent connections each streaming ``request`` back to back until ``seconds`` pass.
+
+    A failed request is counted (not relayed chunks) and its connection replaced.
+    """
     results: list[StreamResult] = []
+    errors = _Errors()
     t0 = time.perf_counter()
     until = t0 + seconds
 
@@ -366,7 +451,12 @@ async def stream_load(port: int, request: bytes, streams: int, seconds: float) -
         conn = await Conn.open(port)
         try:
             while time.perf_counter() < until:
-                results.append(await conn.stream(request))
+                try:
+                    results.append(await conn.stream(request))
+                except (RuntimeError, ConnectionError) as exc:
+                    errors.add(exc)
+                    conn.close()
+                    conn = await Conn.open(port)
         finally:
             conn.close()
 
@@ -378,12 +468,15 @@ async def stream_load(port: int, request: bytes, streams: int, seconds: float) -
         elapsed,
         sum(r.completion_tokens or 0 for r in results),
         sorted(r.first_text_s for r in results),
+        errors.count,
+        errors.first,
     )
 
 
-async def json_load(port: int, request: bytes, workers: int, seconds: float) -> tuple[int, float]:
-    """Non-streamed requests from ``workers`` connections for ``seconds``; returns (requests, elapsed)."""
+async def json_load(port: int, request: bytes, workers: int, seconds: float) -> tuple[int, float, int]:
+    """Non-streamed requests from ``workers`` connections for ``seconds``; (requests, elapsed, errors)."""
     done = 0
+    errors = _Errors()
     t0 = time.perf_counter()
     until = t0 + seconds
 
@@ -392,13 +485,18 @@ async def json_load(port: int, request: bytes, workers: int, seconds: float) -> 
         conn = await Conn.open(port)
         try:
             while time.perf_counter() < until:
-                await conn.json(request)
-                done += 1
+                try:
+                    await conn.json(request)
+                    done += 1
+                except (RuntimeError, ConnectionError, asyncio.IncompleteReadError) as exc:
+                    errors.add(exc)
+                    conn.close()
+                    conn = await Conn.open(port)
         finally:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return done, time.perf_counter() - t0
+    return done, time.perf_counter() - t0, errors.count
 
 
 def median(values: list[float]) -> float:
@@ -422,6 +520,7 @@ __all__ = [
     "chat_body",
     "clean_env",
     "cpu_seconds",
+    "cpu_split",
     "free_port",
     "json_load",
     "load_average",
@@ -432,6 +531,7 @@ __all__ = [
     "runner",
     "start_fake",
     "start_gateway",
+    "start_raw_relay",
     "stop_process",
     "stream_load",
     "verdict",

@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -39,6 +42,7 @@ from tests.perf._bench_common import (
     bench_policies,
     chat_body,
     cpu_seconds,
+    cpu_split,
     json_load,
     load_average,
     median,
@@ -48,13 +52,14 @@ from tests.perf._bench_common import (
     runner,
     start_fake,
     start_gateway,
+    start_raw_relay,
     stop_process,
     stream_load,
     verdict,
 )
 
 PATH = "/v1/chat/completions"
-NAMES = {"a": "pass-through", "b": "default bundle", "c": "default + tracing"}
+NAMES = {"r": "raw TCP relay", "a": "pass-through", "b": "default bundle", "c": "default + tracing"}
 
 
 @dataclass(slots=True)
@@ -70,16 +75,19 @@ class Figures:
     ttft_direct_ms: float = 0.0
     ttft_gateway_ms: float = 0.0
     ttft_added_ms: float = 0.0
-    sat_cpu_us: float = 0.0  # per chunk, full-speed fake
+    sat_cpu_us: float = 0.0  # per engine chunk, full-speed fake
+    sat_sys_share: float = 0.0  # kernel share of that CPU
     sat_chunks_per_s: float = 0.0
-    sat_busy: float = 0.0  # gateway CPU seconds per wall second
+    sat_busy: float = 0.0  # relay CPU seconds per wall second
     sat_events_per_answer: float = 0.0
-    paced_cpu_us: float = 0.0  # per chunk, paced fake
+    paced_cpu_us: float = 0.0  # per engine chunk, paced fake
     paced_chunks_per_s: float = 0.0
     paced_ttft_direct_ms: float = 0.0
     paced_ttft_added_ms: float = 0.0
     request_cpu_us: float = 0.0  # per non-streamed request
     requests_per_s: float = 0.0
+    errors: int = 0
+    first_error: str | None = None
 
     def cells(self) -> list[str]:
         return [
@@ -87,18 +95,20 @@ class Figures:
             f"{self.ttft_gateway_ms:.2f}",
             f"{self.ttft_added_ms:+.2f}",
             f"{self.sat_cpu_us:.1f}",
+            f"{self.sat_sys_share:.0%}",
             f"{self.sat_chunks_per_s:,.0f}",
             f"{self.sat_busy:.2f}",
             f"{self.paced_cpu_us:.1f}",
             f"{self.paced_ttft_added_ms:+.1f}",
             f"{self.request_cpu_us:,.0f}",
             f"{self.requests_per_s:,.0f}",
+            str(self.errors),
         ]
 
 
 HEAD = [
-    "config", "TTFT direct ms", "TTFT gw ms", "added ms", "CPU/chunk us", "chunks/s", "gw CPU",
-    "paced CPU/chunk us", "paced TTFT added ms", "CPU/request us", "req/s",
+    "config", "TTFT direct ms", "TTFT via ms", "added ms", "CPU/chunk us", "sys", "chunks/s", "CPU busy",
+    "paced CPU/chunk us", "paced TTFT added ms", "CPU/request us", "req/s", "errors",
 ]  # fmt: skip
 
 
@@ -119,13 +129,20 @@ async def _ttft_pairs(direct: int, gateway: int, body: bytes, pairs: int) -> lis
     return out
 
 
-def _loaded(pid: int, load: Callable[[], LoadResult], chunks_per_answer: int) -> tuple[float, float, float, LoadResult]:
-    """(CPU us per engine chunk, chunks/s, CPU busy) of process ``pid`` over ``load``."""
-    cpu0 = cpu_seconds(pid)
+def _loaded(
+    pid: int, load: Callable[[], LoadResult], chunks_per_answer: int, fig: Figures | None = None
+) -> tuple[float, float, float, float, LoadResult]:
+    """(CPU us per engine chunk, kernel share, chunks/s, CPU busy) of process ``pid`` over ``load``."""
+    user0, sys0 = cpu_split(pid)
     result = load()
-    cpu = cpu_seconds(pid) - cpu0
+    user1, sys1 = cpu_split(pid)
+    cpu = (user1 - user0) + (sys1 - sys0)
     chunks = result.requests * chunks_per_answer
-    return cpu / max(chunks, 1) * 1e6, chunks / result.elapsed_s, cpu / result.elapsed_s, result
+    if fig is not None and result.errors:
+        fig.errors += result.errors
+        fig.first_error = fig.first_error or result.first_error
+    share = (sys1 - sys0) / cpu if cpu else 0.0
+    return cpu / max(chunks, 1) * 1e6, share, chunks / result.elapsed_s, cpu / result.elapsed_s, result
 
 
 def _measure_fast(pid: int, gport: int, fakes: Fakes, args: argparse.Namespace, fig: Figures) -> None:
@@ -138,15 +155,16 @@ def _measure_fast(pid: int, gport: int, fakes: Fakes, args: argparse.Namespace, 
     fig.ttft_gateway_ms = median([p[1] for p in pairs]) * 1e3
     fig.ttft_added_ms = median([p[1] - p[0] for p in pairs]) * 1e3
 
-    fig.sat_cpu_us, fig.sat_chunks_per_s, fig.sat_busy, load = _loaded(
-        pid, lambda: run(stream_load(gport, stream_req, args.streams, args.seconds)), fakes.fast_chunks
+    fig.sat_cpu_us, fig.sat_sys_share, fig.sat_chunks_per_s, fig.sat_busy, load = _loaded(
+        pid, lambda: run(stream_load(gport, stream_req, args.streams, args.seconds)), fakes.fast_chunks, fig
     )
     fig.sat_events_per_answer = load.events / max(load.requests, 1)
 
     small = post_bytes(PATH, chat_body(stream=False, max_tokens=8), gport)
     run(json_load(gport, small, 2, 0.2))
     cpu0 = cpu_seconds(pid)
-    n, elapsed = run(json_load(gport, small, args.json_workers, args.json_seconds))
+    n, elapsed, errors = run(json_load(gport, small, args.json_workers, args.json_seconds))
+    fig.errors += errors
     fig.request_cpu_us = (cpu_seconds(pid) - cpu0) / max(n, 1) * 1e6
     fig.requests_per_s = n / elapsed
 
@@ -157,8 +175,8 @@ def _measure_paced(pid: int, gport: int, fakes: Fakes, args: argparse.Namespace,
     fig.paced_ttft_direct_ms = median([p[0] for p in pairs]) * 1e3
     fig.paced_ttft_added_ms = median([p[1] - p[0] for p in pairs]) * 1e3
     request = post_bytes(PATH, chat_body(stream=True), gport)
-    fig.paced_cpu_us, fig.paced_chunks_per_s, _, _ = _loaded(
-        pid, lambda: run(stream_load(gport, request, args.streams, args.seconds)), fakes.paced_chunks
+    fig.paced_cpu_us, _, fig.paced_chunks_per_s, _, _ = _loaded(
+        pid, lambda: run(stream_load(gport, request, args.streams, args.seconds)), fakes.paced_chunks, fig
     )
 
 
@@ -174,7 +192,7 @@ def _answer_chunks(port: int) -> int:
 
 
 def _profile(spec: str, policies: dict[str, Path], fakes: Fakes, tmp: Path, args: argparse.Namespace) -> None:
-    """Run one load against a gateway under cProfile and print the hot spots."""
+    """Profile one steady-state load (not start-up) of a gateway with cProfile and print the hot spots."""
     config, _, load = spec.partition(":")
     load = load or "stream"
     out = tmp / f"gateway-{config}-{load}.prof"
@@ -184,16 +202,27 @@ def _profile(spec: str, policies: dict[str, Path], fakes: Fakes, tmp: Path, args
     try:
         run = runner()
         if load == "json":
-            run(json_load(gport, post_bytes(PATH, chat_body(stream=False, max_tokens=8), gport), 8, args.seconds))
+            request = post_bytes(PATH, chat_body(stream=False, max_tokens=8), gport)
+            work = lambda: run(json_load(gport, request, args.json_workers, args.seconds))  # noqa: E731
         else:
-            run(stream_load(gport, post_bytes(PATH, chat_body(stream=True), gport), args.streams, args.seconds))
+            request = post_bytes(PATH, chat_body(stream=True), gport)
+            work = lambda: run(stream_load(gport, request, args.streams, args.seconds))  # noqa: E731
+        run(stream_load(gport, post_bytes(PATH, chat_body(stream=True), gport), 10, 0.5))  # warm up
+        gw.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        work()
+        gw.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the dump finish
     finally:
         stop_process(gw)
     stats = pstats.Stats(str(out))
-    print(f"\ncProfile of the gateway: config {config} ({NAMES[config]}), {load} load, {args.seconds:.0f} s")
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(r"(gateway|engine)/", 30)
-    print(f"profile kept in {out} (startup and import time are included)")
+    print(f"\ncProfile of the gateway (steady state only): config {config} ({NAMES[config]}), {load} load")
+    stats.sort_stats("tottime").print_stats(35)
+    stats.sort_stats("cumulative").print_stats(r"(gateway|engine)/", 25)
+    print(f"profile kept in {out}")
 
 
 def _print_report(rows: dict[str, Figures], fakes: Fakes, fake_alone: tuple[float, float], sink: str, args: argparse.Namespace) -> None:
@@ -217,6 +246,8 @@ def _print_report(rows: dict[str, Figures], fakes: Fakes, fake_alone: tuple[floa
 
     print("\nTargets:")
     for k, f in rows.items():
+        if k == "r":
+            continue
         print(f"  [{verdict(f.ttft_added_ms <= 1.0)}] {k}: TTFT added {f.ttft_added_ms:+.2f} ms median (<= 1 ms)")
         print(
             f"  [{verdict(f.sat_cpu_us <= 30.0)}] {k}: CPU per chunk {f.sat_cpu_us:.1f} us at full speed, "
@@ -238,6 +269,8 @@ def _print_report(rows: dict[str, Figures], fakes: Fakes, fake_alone: tuple[floa
             f"{b.paced_cpu_us / a.paced_cpu_us:.2f} (paced), per request {b.request_cpu_us / a.request_cpu_us:.2f}"
         )
     for k, f in rows.items():
+        if f.errors:
+            print(f"  (info) {k}: {f.errors} failed requests, first: {f.first_error}")
         print(
             f"  (info) {k}: {f.sat_events_per_answer:.1f} SSE events reach the client per answer "
             f"(the engine sent {fakes.fast_chunks + 1} with [DONE]); paced: direct TTFT "
@@ -245,18 +278,26 @@ def _print_report(rows: dict[str, Figures], fakes: Fakes, fake_alone: tuple[floa
         )
 
 
+def _launch(config: str, port: int, policies: dict[str, Path], tmp: Path, sink_url: str) -> tuple[subprocess.Popen[Any], int]:
+    """The relay under test for ``config``, in front of the fake on ``port``."""
+    if config == "r":
+        return start_raw_relay(port)
+    env = otel_env(sink_url) if config == "c" else None
+    return start_gateway(f"http://127.0.0.1:{port}", policies[config], tmp / f"data-{config}-{port}", env=env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="a,b,c", help="comma list of a, b, c")
+    parser.add_argument("--configs", default="r,a,b,c", help="comma list of r (raw TCP relay floor), a, b, c")
     parser.add_argument("--streams", type=int, default=100)
-    parser.add_argument("--tokens", type=int, default=200, help="tokens of each answer of the full-speed fake")
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of each streaming load")
-    parser.add_argument("--ttft-pairs", type=int, default=150)
+    parser.add_argument("--tokens", type=int, default=100, help="tokens of each answer of the full-speed fake")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each streaming load")
+    parser.add_argument("--ttft-pairs", type=int, default=100)
     parser.add_argument("--paced-rate", type=float, default=50.0, help="tokens/s per stream of the paced fake")
-    parser.add_argument("--paced-tokens", type=int, default=100)
+    parser.add_argument("--paced-tokens", type=int, default=50)
     parser.add_argument("--paced-pairs", type=int, default=5)
     parser.add_argument("--json-workers", type=int, default=8)
-    parser.add_argument("--json-seconds", type=float, default=2.5)
+    parser.add_argument("--json-seconds", type=float, default=2.0)
     parser.add_argument("--profile", metavar="CONFIG[:stream|json|paced]", help="only profile one load")
     args = parser.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -268,6 +309,7 @@ def main() -> None:
     }
     policies["c"] = policies["b"]
     procs: list[subprocess.Popen[str]] = []
+    rows: dict[str, Figures] = {}
     try:
         fast, fast_port = start_fake(args.tokens)
         procs.append(fast)
@@ -279,22 +321,19 @@ def main() -> None:
             if args.profile:
                 _profile(args.profile, policies, fakes, tmp, args)
                 return
-            # The fake alone under the same load: the ceiling the relay is measured against.
+            # The fake alone under the same load: the ceiling every relay is measured against.
             request = post_bytes(PATH, chat_body(stream=True), fast_port)
-            f_cpu, f_rate, _, _ = _loaded(
+            f_cpu, _, f_rate, _, _ = _loaded(
                 fast.pid, lambda: runner()(stream_load(fast_port, request, args.streams, 2.0)), fakes.fast_chunks
             )
-            rows: dict[str, Figures] = {}
             for config in configs:
-                env = otel_env(sink_url) if config == "c" else None
                 fig = rows[config] = Figures()
                 for port, measure in ((fast_port, _measure_fast), (paced_port, _measure_paced)):
-                    data = tmp / f"data-{config}-{port}"
-                    gw, gport = start_gateway(f"http://127.0.0.1:{port}", policies[config], data, env=env)
+                    relay, relay_port = _launch(config, port, policies, tmp, sink_url)
                     try:
-                        measure(gw.pid, gport, fakes, args, fig)
+                        measure(relay.pid, relay_port, fakes, args, fig)
                     finally:
-                        stop_process(gw)  # also flushes the span exporter before the sink is read
+                        stop_process(relay)  # the gateway flushes its span exporter on the way out
         spans = sink.spans()
         sink_line = f"OTLP sink (config c): {sink.requests} exports, {sink.bytes:,} bytes, {spans} spans" if "c" in rows else ""
     finally:

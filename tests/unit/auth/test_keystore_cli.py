@@ -127,3 +127,13 @@ async def test_cli_token_and_rotate_verify_through_the_gateway_path(
 def test_cli_token_refuses_excessive_ttl(tmp_path: Path) -> None:
     args = _parse(["token", "--client", "x", "--ttl", "999999", "--key-file", str(tmp_path / "k.json")])
     assert args.func(args) == 2
+
+
+def test_a_rotation_within_the_same_second_still_signs_with_the_new_key(tmp_path: Path) -> None:
+    key_file = KeyFile(tmp_path / "keys.json")
+    now = time.time()
+    first = key_file.rotate(3600, now=now)
+    second = key_file.rotate(3600, now=now)
+    keys = key_file.load()
+    assert first.created == second.created
+    assert signing_key(keys).kid == second.kid
