@@ -82,3 +82,7 @@ def __getattr__(name: str) -> object:
     if module is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
     return getattr(importlib.import_module(f"engine.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -112,7 +112,9 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
     http = httpx.AsyncClient(timeout=cfg.fetch_timeout_s, trust_env=False, follow_redirects=False)
     authenticator = Authenticator.from_config(cfg, http)
     issuer = (
-        BuiltinIssuer(cfg, clients_policy=lambda: policy.current.bundle.clients) if "builtin" in cfg.modes else None
+        BuiltinIssuer(cfg, clients_policy=lambda: policy.current.bundle.clients)
+        if "builtin" in cfg.modes
+        else None
     )
 
     limiter = RateLimiter(
@@ -189,7 +191,9 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
 
     route_handlers: list[Any] = [CompletionsController, list_models, healthz, readyz]
     if settings.metrics_port is None:
-        route_handlers.append(metrics_route(state.recorder.metrics, read_secret_file(settings.metrics_token_file)))
+        route_handlers.append(
+            metrics_route(state.recorder.metrics, read_secret_file(settings.metrics_token_file))
+        )
     if issuer is not None:
         route_handlers.append(oauth_router(issuer))
     plugins: list[PluginProtocol] = list(parts.extra_plugins)

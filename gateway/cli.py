@@ -27,8 +27,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, skip: set[str] = frozen
             continue
         flag = "--" + name.replace("_", "-")
         env = f"GATEWAY_{name.upper()}"
-        group.add_argument(flag, dest=f"setting_{name}", default=None, metavar=_metavar(info),
-                           help=f"{info.description or ''} [{env}]")
+        group.add_argument(
+            flag,
+            dest=f"setting_{name}",
+            default=None,
+            metavar=_metavar(info),
+            help=f"{info.description or ''} [{env}]",
+        )
 
 
 def _metavar(info: FieldInfo) -> str:
@@ -74,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.policy import commands as policy_commands
     from gateway.telemetry import commands as audit_commands
 
-    parser = argparse.ArgumentParser(prog="gateway", description="Menshen: a secure gateway in front of vLLM.")
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Menshen: a secure gateway in front of vLLM."
+    )
     parser.add_argument("--version", action="version", version=f"menshen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -83,9 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     up = sub.add_parser("up", help="start the colocated vLLM engine and the gateway as one service")
-    up.add_argument("--profile", default=None, help="cpu-demo (default without a GPU), qwen3-8b, qwen3-8b-awq")
     up.add_argument(
-        "--engine-arg", action="append", metavar="NAME=VALUE",
+        "--profile", default=None, help="cpu-demo (default without a GPU), qwen3-8b, qwen3-8b-awq"
+    )
+    up.add_argument(
+        "--engine-arg",
+        action="append",
+        metavar="NAME=VALUE",
         help="override a vLLM argument of the profile, e.g. max-model-len=8192 (repeatable; NAME= removes it)",
     )
     _add_settings_flags(up, skip=_UP_MANAGED)

@@ -128,7 +128,9 @@ class UpstreamTimeout(GatewayError):
     code = "upstream_timeout"
 
 
-def error_json(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+def error_json(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> bytes:
     """Encode an error that has no exception class (framework-level errors such as 404/405)."""
     return msgspec.json.encode(ErrorEnvelope(ErrorBody(message, type_, param, code)))
 

@@ -32,7 +32,9 @@ def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.
     try:
         app = create_app(settings, parts)
     except PolicyLoadError as exc:
-        print(f"gateway: the policy bundle {settings.policies} is invalid; refusing to start:", file=sys.stderr)
+        print(
+            f"gateway: the policy bundle {settings.policies} is invalid; refusing to start:", file=sys.stderr
+        )
         for problem in exc.errors:
             print(f"  {problem}", file=sys.stderr)
         return None

@@ -36,14 +36,20 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, description="Port to bind.")
     # --- engine
     upstream: str = Field("http://127.0.0.1:8000", description="Base URL of the OpenAI-compatible engine.")
-    upstream_api_key_file: Path | None = Field(None, description="File holding the engine's internal API key.")
+    upstream_api_key_file: Path | None = Field(
+        None, description="File holding the engine's internal API key."
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the engine.")
     first_token_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the first chunk.")
     idle_timeout: float = Field(30.0, gt=0, description="Seconds allowed between two chunks.")
-    max_body_bytes: int = Field(MiB, ge=1024, le=64 * MiB, description="Largest request body accepted (413 above).")
+    max_body_bytes: int = Field(
+        MiB, ge=1024, le=64 * MiB, description="Largest request body accepted (413 above)."
+    )
     # --- policy and data
     policies: Path = Field(default_factory=default_policies, description="Policy bundle directory.")
-    data_dir: Path = Field(default_factory=default_data_dir, description="Keys, secrets, audit log, demo model.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Keys, secrets, audit log, demo model."
+    )
     # --- rate limits
     redis_url: SecretStr | None = Field(None, description="Redis URL for shared limits (memory when unset).")
     redis_timeout_ms: int = Field(50, ge=1, le=5000, description="Timeout of each Redis command.")
@@ -70,7 +76,9 @@ class Settings(BaseSettings):
     # --- observability
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port instead.")
     metrics_token_file: Path | None = Field(None, description="Require this bearer token on /metrics.")
-    audit_log: Path | None = Field(None, description="Audit trail (JSON Lines); default DATA_DIR/audit.jsonl.")
+    audit_log: Path | None = Field(
+        None, description="Audit trail (JSON Lines); default DATA_DIR/audit.jsonl."
+    )
     audit_max_bytes: int = Field(64 * MiB, ge=4096, description="Rotate the audit log at this size.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_json: bool = Field(True, description="JSON log lines (false: plain text for development).")
@@ -116,7 +124,9 @@ class Settings(BaseSettings):
                     problems.append(f"--{name.replace('_', '-')} is required with --auth introspection")
         bad_algs = [a for a in self.jwt_algorithms if a.upper() == "NONE" or a.startswith("HS")]
         if bad_algs:
-            problems.append(f"--jwt-algorithms: {', '.join(bad_algs)} not allowed (asymmetric algorithms only)")
+            problems.append(
+                f"--jwt-algorithms: {', '.join(bad_algs)} not allowed (asymmetric algorithms only)"
+            )
         if not self.policies.is_dir():
             problems.append(f"--policies: {self.policies} is not a directory")
         for name in ("upstream_api_key_file", "introspection_client_secret_file", "metrics_token_file"):
@@ -157,4 +167,12 @@ def read_secret_file(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8").strip() or None
 
 
-__all__ = ["AuthMode", "Settings", "SettingsError", "default_data_dir", "default_policies", "load_settings", "read_secret_file"]
+__all__ = [
+    "AuthMode",
+    "Settings",
+    "SettingsError",
+    "default_data_dir",
+    "default_policies",
+    "load_settings",
+    "read_secret_file",
+]

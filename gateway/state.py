@@ -7,11 +7,9 @@ reservation until ``settle`` is called.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import msgspec
@@ -77,7 +75,9 @@ class RequestContext:
         if self.repetition is None:
             return None
         loops = self.snapshot.bundle.loops
-        decision = Decision(loops.rule_id, "loop", "block", "enforce", "output", 0, 0, detail=(("source", "engine"),))
+        decision = Decision(
+            loops.rule_id, "loop", "block", "enforce", "output", 0, 0, detail=(("source", "engine"),)
+        )
         return engine_repetition_stop(loops), decision
 
     async def settle(self, used_tokens: int) -> None:
@@ -132,15 +132,21 @@ class GatewayState:
                 record.auth_failure = exc.reason
                 if exc.status == 503:
                     raise ServiceUnavailable(exc.description, code="auth_unavailable") from None
-                raise Unauthenticated(exc.description, headers={"www-authenticate": exc.www_authenticate}) from None
+                raise Unauthenticated(
+                    exc.description, headers={"www-authenticate": exc.www_authenticate}
+                ) from None
         record.client_id = principal.client_id
         return principal
 
-    def authorise(self, principal: Principal, snapshot: PolicySnapshot, model: str | None, endpoint: Endpoint) -> Grant:
+    def authorise(
+        self, principal: Principal, snapshot: PolicySnapshot, model: str | None, endpoint: Endpoint
+    ) -> Grant:
         try:
             return authorize(principal, snapshot.bundle.clients, model, endpoint)
         except Forbidden as exc:
-            raise PermissionDenied(exc.description, headers={"www-authenticate": exc.www_authenticate}) from None
+            raise PermissionDenied(
+                exc.description, headers={"www-authenticate": exc.www_authenticate}
+            ) from None
 
     async def admit(
         self,
@@ -170,12 +176,17 @@ class GatewayState:
             span.set_attribute("menshen.reserve_tokens", call.prompt_estimate + call.max_tokens)
             try:
                 admission = await self.limiter.admit(
-                    principal.client_id, limits, call.prompt_estimate + call.max_tokens, bundle.limits.on_redis_error
+                    principal.client_id,
+                    limits,
+                    call.prompt_estimate + call.max_tokens,
+                    bundle.limits.on_redis_error,
                 )
             except RateLimited as exc:
                 record.limit_hit = exc.limit
                 raise RateLimitExceeded(
-                    exc.message, param=exc.limit, headers={**exc.headers, "retry-after": str(exc.retry_after_s)}
+                    exc.message,
+                    param=exc.limit,
+                    headers={**exc.headers, "retry-after": str(exc.retry_after_s)},
                 ) from None
             except LimiterUnavailable as exc:
                 raise ServiceUnavailable(exc.message, code="ratelimit_unavailable") from None

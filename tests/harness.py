@@ -96,4 +96,12 @@ def get(url: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(url, timeout=10, **kwargs)
 
 
-__all__ = ["DEFAULT_POLICIES", "RunningGateway", "free_port", "gateway_settings", "get", "run_gateway", "wait_for"]
+__all__ = [
+    "DEFAULT_POLICIES",
+    "RunningGateway",
+    "free_port",
+    "gateway_settings",
+    "get",
+    "run_gateway",
+    "wait_for",
+]

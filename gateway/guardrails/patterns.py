@@ -19,6 +19,7 @@ import regex
 from gateway.guardrails.validators import VALIDATORS
 
 _FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")
+TIMEOUT_ATTEMPTS = 3  # a scan fails closed only when every attempt times out
 
 
 @functools.cache
@@ -81,25 +82,51 @@ def scan_from(
     Returns the matches and where the next scan resumes: after the last match, or ``limit``. With
     ``limit`` None the text is complete and every match counts. Context before ``pos`` stays in
     ``folded`` so that look-behinds see it.
+
+    The timeout is wall-clock: on a busy host even a trivial match is sometimes descheduled past it.
+    A scan is retried, and only a pattern that times out on every attempt fails closed, so that load
+    alone does not cut clean streams while a pattern that really hangs still blocks.
     """
+    for _ in range(TIMEOUT_ATTEMPTS):
+        try:
+            return _scan(pattern, index, folded, base, pos, limit, timeout)
+        except TimeoutError:
+            continue
+    stop = base + len(folded) if limit is None else limit
+    return [PatternMatch(index, pos, max(stop, pos + 1), timed_out=True)], stop
+
+
+def _scan(
+    pattern: CompiledPattern,
+    index: int,
+    folded: str,
+    base: int,
+    pos: int,
+    limit: int | None,
+    timeout: float,
+) -> tuple[list[PatternMatch], int]:
     found: list[PatternMatch] = []
     resume = pos
-    try:
-        for m in pattern.regex.finditer(folded, pos - base, timeout=timeout):
-            start, end = m.start() + base, m.end() + base
-            if limit is not None and start >= limit:
-                break
-            resume = end
-            if end == start:
-                continue
-            if pattern.validate is None or pattern.validate(m.group()):
-                found.append(PatternMatch(index, start, end))
-    except TimeoutError:
-        stop = base + len(folded) if limit is None else limit
-        return [PatternMatch(index, pos, max(stop, pos + 1), timed_out=True)], stop
+    for m in pattern.regex.finditer(folded, pos - base, timeout=timeout):
+        start, end = m.start() + base, m.end() + base
+        if limit is not None and start >= limit:
+            break
+        resume = end
+        if end == start:
+            continue
+        if pattern.validate is None or pattern.validate(m.group()):
+            found.append(PatternMatch(index, start, end))
     if limit is not None:
         resume = max(resume, limit)
     return found, resume
 
 
-__all__ = ["CompiledPattern", "PatternMatch", "compile_pattern", "fold_width", "scan_from", "scan_text"]
+__all__ = [
+    "TIMEOUT_ATTEMPTS",
+    "CompiledPattern",
+    "PatternMatch",
+    "compile_pattern",
+    "fold_width",
+    "scan_from",
+    "scan_text",
+]

@@ -50,20 +50,20 @@ class SamplingFields(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_
     """Fields common to chat and text completions."""
 
     model: str
-    max_tokens: PositiveInt | None | UnsetType = UNSET
-    temperature: Temperature | None | UnsetType = UNSET
-    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None | UnsetType = UNSET
-    top_k: Annotated[int, Meta(ge=-1)] | None | UnsetType = UNSET
-    min_p: Probability | None | UnsetType = UNSET
-    presence_penalty: Penalty | None | UnsetType = UNSET
-    frequency_penalty: Penalty | None | UnsetType = UNSET
-    repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | None | UnsetType = UNSET
-    stop: Stop | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
+    max_tokens: PositiveInt | UnsetType | None = UNSET
+    temperature: Temperature | UnsetType | None = UNSET
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | UnsetType | None = UNSET
+    top_k: Annotated[int, Meta(ge=-1)] | UnsetType | None = UNSET
+    min_p: Probability | UnsetType | None = UNSET
+    presence_penalty: Penalty | UnsetType | None = UNSET
+    frequency_penalty: Penalty | UnsetType | None = UNSET
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | UnsetType | None = UNSET
+    stop: Stop | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
     n: Annotated[int, Meta(ge=1, le=1)] | UnsetType = UNSET
     stream: bool = False
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    user: Annotated[str, Meta(max_length=256)] | None | UnsetType = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    user: Annotated[str, Meta(max_length=256)] | UnsetType | None = UNSET
 
     @property
     def wants_usage(self) -> bool:
@@ -76,8 +76,8 @@ class SamplingFields(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: Annotated[list[Message], Meta(min_length=1)]
-    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
-    chat_template_kwargs: ChatTemplateKwargs | None | UnsetType = UNSET
+    max_completion_tokens: PositiveInt | UnsetType | None = UNSET
+    chat_template_kwargs: ChatTemplateKwargs | UnsetType | None = UNSET
 
     def requested_max_tokens(self) -> int | None:
         value = self.max_completion_tokens

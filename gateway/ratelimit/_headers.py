@@ -31,24 +31,35 @@ def duration(ms: int) -> str:
 
 def _tightest(states: tuple[WindowState, ...]) -> WindowState:
     # least remaining; on a tie the one that resets later binds longer
-    return min(states, key=lambda s: (s.remaining, -s.reset_ms))
+    tight = states[0]
+    for state in states[1:]:
+        if state.remaining < tight.remaining or (
+            state.remaining == tight.remaining and state.reset_ms > tight.reset_ms
+        ):
+            tight = state
+    return tight
 
 
 def rate_headers(outcome: Outcome) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for unit, states in (("requests", outcome.requests), ("tokens", outcome.tokens)):
-        if states:
-            tight = _tightest(states)
-            headers[f"x-ratelimit-limit-{unit}"] = str(tight.window.limit)
-            headers[f"x-ratelimit-remaining-{unit}"] = str(tight.remaining)
-            headers[f"x-ratelimit-reset-{unit}"] = duration(tight.reset_ms)
-    primary = outcome.requests or outcome.tokens
+    requests, tokens = outcome.requests, outcome.tokens
+    if requests:
+        tight = _tightest(requests)
+        headers["x-ratelimit-limit-requests"] = str(tight.window.limit)
+        headers["x-ratelimit-remaining-requests"] = str(tight.remaining)
+        headers["x-ratelimit-reset-requests"] = duration(tight.reset_ms)
+    if tokens:
+        tight_tokens = _tightest(tokens)
+        headers["x-ratelimit-limit-tokens"] = str(tight_tokens.window.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tight_tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = duration(tight_tokens.reset_ms)
+    primary = requests or tokens
     if primary:
         tight = _tightest(primary)
         headers["RateLimit-Limit"] = str(tight.window.limit)
         headers["RateLimit-Remaining"] = str(tight.remaining)
         headers["RateLimit-Reset"] = str(_ceil_s(tight.reset_ms))
-        headers["RateLimit-Policy"] = ", ".join(f"{s.window.limit};w={s.window.length_s}" for s in primary)
+        headers["RateLimit-Policy"] = ", ".join([f"{s.window.limit};w={s.window.length_s}" for s in primary])
     return headers
 
 

@@ -56,12 +56,12 @@ class Admission:
 
     __slots__ = (
         "_base",
+        "_headers",
         "_lease_id",
         "_limiter",
         "_plan",
         "_settled",
         "_store",
-        "headers",
         "outcome",
         "reserved_tokens",
     )
@@ -84,7 +84,14 @@ class Admission:
         self._settled = limiter is None
         self.reserved_tokens = reserved_tokens
         self.outcome = outcome
-        self.headers: dict[str, str] = rate_headers(outcome) if outcome is not None else {}
+        self._headers: dict[str, str] | None = None if outcome is not None else {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Rate headers for the response (built on first use, then cached)."""
+        if self._headers is None:
+            self._headers = rate_headers(self.outcome) if self.outcome is not None else {}
+        return self._headers
 
     @property
     def settled(self) -> bool:
@@ -269,6 +276,9 @@ class RateLimiter:
                 if not ids:
                     del by_base[base]
         if lease_id is None and delta == 0:
+            return
+        if not store.suspends:  # in-process: nothing to interrupt, no task needed
+            await self._settle_quietly(store, base, plan, lease_id, starts, delta)
             return
         # shielded: a second cancellation of the caller (client gone) must not abort the refund
         await asyncio.shield(self._spawn(self._settle_quietly(store, base, plan, lease_id, starts, delta)))

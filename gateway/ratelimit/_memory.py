@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 
-from ._plan import FAILED_KINDS, Outcome, Plan, Window, WindowState
-from ._store import lease_key, request_key, token_key
+from ._plan import FAILED_KINDS, Outcome, Plan, WindowState
+from ._store import lease_key, token_key
 
 _SWEEP_EVERY_MS = 1000
 
@@ -28,6 +28,7 @@ class MemoryStore:
         self._clock = clock_ms
         self._windows: dict[str, list[int]] = {}  # key -> [count, start ms, end ms]
         self._leases: dict[str, dict[str, int]] = {}  # key -> {lease id: expiry ms}
+        self._next_expiry: dict[str, int] = {}  # key -> lower bound of its earliest lease expiry
         self._next_sweep = 0
 
     def __len__(self) -> int:
@@ -36,58 +37,62 @@ class MemoryStore:
 
     async def admit(self, base: str, plan: Plan, tokens: int, lease_id: str, lease_ttl_ms: int) -> Outcome:
         now = self._clock()
-        self._maybe_sweep(now)
-        # (key, window, cost, failure kind): request windows cost 1, token windows the reservation
-        keyed: list[tuple[str, Window, int, int]] = [
-            (request_key(base, w.length_s), w, 1, 1) for w in plan.requests
-        ]
-        keyed += [(token_key(base, w.length_s), w, tokens, 2) for w in plan.tokens]
-
-        current: list[tuple[int, int]] = []
+        if now >= self._next_sweep:
+            self._sweep(now)
+        windows = self._windows
+        # phase 1: check every window without writing (so a refusal charges nothing)
+        found: list[list[int] | None] = []
         failed = 0
         retry = 0
-        for key, window, cost, kind in keyed:
-            entry = self._windows.get(key)
-            count, start = (entry[0], entry[1]) if entry is not None and now < entry[2] else (0, now)
-            current.append((count, start))
-            if count + cost > window.limit or count >= window.limit:
-                failed = kind if failed == 0 else min(failed, kind)
-                retry = max(retry, start + window.length_s * 1000 - now)
+        for slot in plan.slots:
+            entry = windows.get(base + slot.suffix)
+            if entry is not None and now >= entry[2]:
+                entry = None
+            found.append(entry)
+            count, start = (entry[0], entry[1]) if entry is not None else (0, now)
+            cost = 1 if slot.kind == 1 else tokens
+            limit = slot.window.limit
+            if count + cost > limit or count >= limit:
+                failed = slot.kind if failed == 0 else min(failed, slot.kind)
+                retry = max(retry, start + slot.length_ms - now)
 
         in_flight = 0
-        lkey = lease_key(base)
         if plan.concurrency:
+            lkey = base + "c"
             leases = self._leases.get(lkey)
             if leases:
-                for held, expiry in list(leases.items()):
-                    if expiry <= now:
+                if now >= self._next_expiry.get(lkey, 0):  # scan only when a lease may have expired
+                    for held in [h for h, expiry in leases.items() if expiry <= now]:
                         del leases[held]
+                    self._next_expiry[lkey] = min(leases.values(), default=now + lease_ttl_ms)
                 in_flight = len(leases)
             if in_flight >= plan.concurrency and failed == 0:
                 failed = 3
-
-        admitted = failed == 0
-        if admitted:
-            for i, (key, window, cost, _) in enumerate(keyed):
-                count, start = current[i]
-                self._windows[key] = [count + cost, start, start + window.length_s * 1000]
-                current[i] = (count + cost, start)
-            if plan.concurrency:
-                self._leases.setdefault(lkey, {})[lease_id] = now + lease_ttl_ms
+            elif failed == 0:
+                if leases is None:
+                    leases = self._leases[lkey] = {}
+                leases[lease_id] = now + lease_ttl_ms
+                self._next_expiry.setdefault(lkey, now + lease_ttl_ms)
                 in_flight += 1
 
-        states = tuple(
-            WindowState(window, max(window.limit - count, 0), start + window.length_s * 1000 - now, start)
-            for (_, window, _, _), (count, start) in zip(keyed, current, strict=True)
-        )
+        # phase 2: charge (only when everything passed) and report
+        states: list[WindowState] = []
+        for slot, entry in zip(plan.slots, found, strict=True):
+            if failed == 0:
+                cost = 1 if slot.kind == 1 else tokens
+                if entry is None:
+                    entry = windows[base + slot.suffix] = [cost, now, now + slot.length_ms]
+                else:
+                    entry[0] += cost
+            count, start = (entry[0], entry[1]) if entry is not None else (0, now)
+            states.append(
+                WindowState(
+                    slot.window, max(slot.window.limit - count, 0), start + slot.length_ms - now, start
+                )
+            )
         nreq = len(plan.requests)
         return Outcome(
-            admitted=admitted,
-            failed=FAILED_KINDS[failed],
-            retry_ms=retry,
-            in_flight=in_flight,
-            requests=states[:nreq],
-            tokens=states[nreq:],
+            failed == 0, FAILED_KINDS[failed], retry, in_flight, tuple(states[:nreq]), tuple(states[nreq:])
         )
 
     async def settle(
@@ -100,6 +105,7 @@ class MemoryStore:
                 leases.pop(lease_id, None)
                 if not leases:
                     del self._leases[lkey]  # as Redis drops an empty sorted set
+                    self._next_expiry.pop(lkey, None)
         if token_delta:
             now = self._clock()
             for window, start in zip(plan.tokens, starts, strict=True):
@@ -125,10 +131,9 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._windows.clear()
         self._leases.clear()
+        self._next_expiry.clear()
 
-    def _maybe_sweep(self, now: int) -> None:
-        if now < self._next_sweep:
-            return
+    def _sweep(self, now: int) -> None:
         self._next_sweep = now + _SWEEP_EVERY_MS
         for key in [k for k, entry in self._windows.items() if entry[2] <= now]:
             del self._windows[key]
@@ -137,3 +142,4 @@ class MemoryStore:
                 del leases[held]
             if not leases:
                 del self._leases[key]
+                self._next_expiry.pop(key, None)

@@ -7,6 +7,7 @@ A plan is compiled once per distinct TierLimits and reused; nothing here does I/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from limits import parse_many
 
@@ -23,19 +24,29 @@ class Window:
     length_s: int
 
 
+class Slot(NamedTuple):
+    """One window as a storage sees it: key suffix, limit, length in ms, and 1 requests / 2 tokens."""
+
+    suffix: str
+    window: Window
+    length_ms: int
+    kind: int
+
+
 @dataclass(slots=True, frozen=True)
 class Plan:
     requests: tuple[Window, ...]
     tokens: tuple[Window, ...]
     concurrency: int  # 0 = unlimited
+    slots: tuple[Slot, ...] = ()  # request windows first, then token windows
 
     @property
     def empty(self) -> bool:
         return not (self.requests or self.tokens or self.concurrency)
 
 
-@dataclass(slots=True, frozen=True)
-class WindowState:
+# NamedTuples: built on every admission, and much cheaper to build than frozen dataclasses
+class WindowState(NamedTuple):
     """One window after the admission: what is left, when it resets, and its identity (start)."""
 
     window: Window
@@ -44,8 +55,7 @@ class WindowState:
     start: int
 
 
-@dataclass(slots=True, frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     admitted: bool
     failed: LimitName | None
     retry_ms: int
@@ -69,4 +79,7 @@ def parse_windows(rates: str | None) -> tuple[Window, ...]:
 
 
 def compile_plan(limits: TierLimits) -> Plan:
-    return Plan(parse_windows(limits.requests), parse_windows(limits.tokens), limits.concurrency or 0)
+    requests, tokens = parse_windows(limits.requests), parse_windows(limits.tokens)
+    slots = tuple(Slot(f"r:{w.length_s}", w, w.length_s * 1000, 1) for w in requests)
+    slots += tuple(Slot(f"t:{w.length_s}", w, w.length_s * 1000, 2) for w in tokens)
+    return Plan(requests, tokens, limits.concurrency or 0, slots)

@@ -7,7 +7,14 @@ import re
 import msgspec
 
 from engine.client import EngineError, EngineHTTPError, EngineTimeout, EngineUnavailable
-from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")

@@ -9,12 +9,10 @@ the OpenAI error shape; whatever was reserved is settled on every path, includin
 
 from __future__ import annotations
 
-from typing import Any
-
 import secrets
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from anyio import CancelScope
@@ -26,7 +24,6 @@ from engine.client import EngineError, EngineHTTPError, EngineStream, EngineTime
 from gateway.errors import (
     ContentFiltered,
     GatewayError,
-    InvalidRequest,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
@@ -70,7 +67,9 @@ class RelayService:
             server_span=trace.get_current_span(),
         )
         try:
-            ctx = await state.admit(request, record, "chat" if kind == "chat" else "completions", self._parse(kind))
+            ctx = await state.admit(
+                request, record, "chat" if kind == "chat" else "completions", self._parse(kind)
+            )
         except GatewayError as exc:
             state.recorder.finish(record, exc)
             raise
@@ -140,7 +139,14 @@ class RelayService:
                 verdict = guard.scan(text, "input", ctx.client_id)
                 for hit in verdict.hits:
                     decision = Decision(
-                        hit.rule, hit.category, hit.action, hit.mode, "input", hit.start, hit.end, text[hit.start : hit.end]
+                        hit.rule,
+                        hit.category,
+                        hit.action,
+                        hit.mode,
+                        "input",
+                        hit.start,
+                        hit.end,
+                        text[hit.start : hit.end],
                     )
                     record.decisions.append(decision)
                     self._state.recorder.decision_event(span, decision)
@@ -286,7 +292,7 @@ class RelayService:
             id=transcoder.id,
             object=obj,
             created=transcoder.created or int(time.time()),
-            model=transcoder._model,  # noqa: SLF001
+            model=transcoder._model,
             choices=choices,
             usage=transcoder.final_usage(),
             menshen=transcoder.extension,

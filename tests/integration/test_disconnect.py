@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import httpx
@@ -12,12 +13,18 @@ from tests.harness import RunningGateway, wait_for
 
 
 def _body(script: str, stream: bool) -> dict[str, object]:
-    return {"model": "qwen3-8b", "messages": [{"role": "user", "content": f"[[script:{script}]]"}], "stream": stream}
+    return {
+        "model": "qwen3-8b",
+        "messages": [{"role": "user", "content": f"[[script:{script}]]"}],
+        "stream": stream,
+    }
 
 
 def test_disconnect_mid_stream_closes_upstream(gateway: RunningGateway, fake_engine: FakeEngine) -> None:
     fake_engine.scripts["long"] = Script.lorem(2000, rate=50)
-    with httpx.stream("POST", gateway.api + "/chat/completions", json=_body("long", True), timeout=10) as response:
+    with httpx.stream(
+        "POST", gateway.api + "/chat/completions", json=_body("long", True), timeout=10
+    ) as response:
         lines = response.iter_lines()
         seen = 0
         for line in lines:
@@ -45,10 +52,8 @@ def test_disconnect_non_streamed(gateway: RunningGateway, fake_engine: FakeEngin
     client = httpx.Client(timeout=0.5)
 
     def call() -> None:
-        try:
+        with contextlib.suppress(httpx.TimeoutException):
             client.post(gateway.api + "/chat/completions", json=_body("long", False))
-        except httpx.TimeoutException:
-            pass
 
     worker = threading.Thread(target=call)
     worker.start()

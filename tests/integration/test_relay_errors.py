@@ -27,7 +27,10 @@ def _assert_openai_error(response: httpx.Response, status: int) -> dict[str, obj
 
 def _post(gateway: RunningGateway, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(
-        gateway.api + CHAT, content=content, headers={"content-type": "application/json", **(headers or {})}, timeout=10
+        gateway.api + CHAT,
+        content=content,
+        headers={"content-type": "application/json", **(headers or {})},
+        timeout=10,
     )
 
 
@@ -37,7 +40,9 @@ def test_malformed_json(gateway: RunningGateway) -> None:
 
 
 def test_wrong_type(gateway: RunningGateway) -> None:
-    error = _assert_openai_error(_post(gateway, b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}'), 400)
+    error = _assert_openai_error(
+        _post(gateway, b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}'), 400
+    )
     assert error["param"] == "model"
 
 
@@ -64,7 +69,9 @@ def test_body_over_limit_chunked(gateway: RunningGateway) -> None:
             yield b"a" * 4096
         yield b'"}]}'
 
-    response = httpx.post(gateway.api + CHAT, content=body(), headers={"content-type": "application/json"}, timeout=10)
+    response = httpx.post(
+        gateway.api + CHAT, content=body(), headers={"content-type": "application/json"}, timeout=10
+    )
     _assert_openai_error(response, 413)
 
 
@@ -85,10 +92,14 @@ def test_engine_down_is_503(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("engine_status", "expected"), [(400, 400), (404, 404), (500, 502), (503, 503)])
-def test_engine_status_mapped(fake_engine: FakeEngine, client: openai.OpenAI, engine_status: int, expected: int) -> None:
+def test_engine_status_mapped(
+    fake_engine: FakeEngine, client: openai.OpenAI, engine_status: int, expected: int
+) -> None:
     fake_engine.scripts["fail"] = Script.of("x", http_status=engine_status, error_message="engine says no")
     with pytest.raises(openai.APIStatusError) as info:
-        client.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "[[script:fail]]"}])
+        client.chat.completions.create(
+            model="qwen3-8b", messages=[{"role": "user", "content": "[[script:fail]]"}]
+        )
     assert info.value.status_code == expected
 
 
@@ -106,10 +117,14 @@ def test_mid_stream_error_event(fake_engine: FakeEngine, client: openai.OpenAI) 
         model="qwen3-8b", messages=[{"role": "user", "content": "[[script:broken]]"}], stream=True
     )
     received: list[str] = []
-    with pytest.raises(openai.APIError) as info:
+
+    def drain() -> None:
         for chunk in stream:
             if chunk.choices:
                 received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as info:
+        drain()
     # What was released before the failure is a prefix of the engine's text (the guard may hold a tail).
     assert "one two".startswith("".join(received))
     assert "incomplete" in info.value.message

@@ -57,7 +57,9 @@ def test_usage_chunk_when_asked(fake_engine: FakeEngine, client: openai.OpenAI) 
 def test_reasoning_deltas_are_relayed(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
     prompt = _script(fake_engine, "think", Script.of("Paris.", reasoning="The user asks about France."))
     chunks = list(
-        client.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": prompt}], stream=True)
+        client.chat.completions.create(
+            model="qwen3-8b", messages=[{"role": "user", "content": prompt}], stream=True
+        )
     )
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks if c.choices)
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -80,7 +82,9 @@ def test_completions_streamed_and_not(fake_engine: FakeEngine, client: openai.Op
     full = client.completions.create(model="qwen3-8b", prompt=prompt, max_tokens=20)
     assert full.choices[0].text == " once upon a time"
     streamed = "".join(
-        c.choices[0].text for c in client.completions.create(model="qwen3-8b", prompt=prompt, stream=True) if c.choices
+        c.choices[0].text
+        for c in client.completions.create(model="qwen3-8b", prompt=prompt, stream=True)
+        if c.choices
     )
     assert streamed == " once upon a time"
     assert fake_engine.last_request.path == "/v1/completions"
@@ -112,7 +116,9 @@ def test_content_parts_and_sampling_are_reserialised(fake_engine: FakeEngine, cl
 
 
 @pytest.mark.parametrize("field", ["chat_template", "vllm_xargs", "tools", "logit_bias"])
-def test_unknown_or_forbidden_field_is_refused(fake_engine: FakeEngine, client: openai.OpenAI, field: str) -> None:
+def test_unknown_or_forbidden_field_is_refused(
+    fake_engine: FakeEngine, client: openai.OpenAI, field: str
+) -> None:
     before = fake_engine.requests_total
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(

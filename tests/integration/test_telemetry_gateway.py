@@ -262,8 +262,8 @@ def _saved_logging() -> Iterator[None]:
 def _capture_logs() -> Iterator[Logs]:
     """``configure_logging`` as ``gateway serve`` runs it, at DEBUG into a buffer, plus a raw root handler.
 
-    Entered once the gateway runs: creating a Litestar app with its default ``logging_config`` replaces
-    the root handlers (see ``test_serve_keeps_the_scrubbing_json_log_handler``).
+    Entered before the gateway is built, as ``gateway serve`` does: the app must keep this set-up
+    (``test_serve_keeps_the_scrubbing_json_log_handler``), so start-up logs are searched too.
     """
     with _saved_logging():
         rendered, raw = io.StringIO(), RawCapture()
@@ -586,8 +586,8 @@ def test_no_token_prompt_or_output_reaches_logs_spans_or_audit(
     blocked = _prompt(fake_engine, "blocked", Script.of(f"the {output_marker} is {BANNED} here"), prompt)
     bundle = _tiny_limit_bundle(tmp_path, "4/minute")
     with (
-        _running(tmp_path, fake_engine, traced, policies=bundle, **_builtin(tmp_path)) as gateway,
         _capture_logs() as logs,
+        _running(tmp_path, fake_engine, traced, policies=bundle, **_builtin(tmp_path)) as gateway,
     ):
         token = _issue_token(gateway, tmp_path, "svc-scrub", capsys)
         streamed = _chat(gateway, output, token=token, stream=True)
@@ -686,7 +686,7 @@ def test_audit_records_decisions_429s_and_auth_failures_and_verifies(
 
 def test_one_access_log_line_per_request(fake_engine: FakeEngine, traced: Traced, tmp_path: Path) -> None:
     answer = _prompt(fake_engine, "answer", Script.of(ANSWER))
-    with _running(tmp_path, fake_engine, traced) as gateway, _capture_logs() as logs:
+    with _capture_logs() as logs, _running(tmp_path, fake_engine, traced) as gateway:
         assert _chat(gateway, answer, stream=True).status_code == 200
         assert _chat(gateway, answer).status_code == 200
         assert _chat(gateway, f"my key is sk-{secrets.token_hex(12)}").status_code == 400
@@ -725,5 +725,6 @@ def test_serve_keeps_the_scrubbing_json_log_handler(fake_engine: FakeEngine, tmp
     with _saved_logging():
         prepared = prepare(gateway_settings(tmp_path / "data", fake_engine.url))
         assert prepared is not None
-        handlers = [h.get_name() for h in logging.getLogger().handlers]
+        # pytest's own capture handlers are unnamed; Litestar's is "queue_listener".
+        handlers = [h.get_name() for h in logging.getLogger().handlers if h.get_name()]
     assert handlers == ["menshen"]

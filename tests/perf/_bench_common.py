@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +45,27 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
 def cpu_split(pid: int) -> tuple[float, float]:
     """(utime, stime) of a process in seconds, all its threads included (/proc/PID/stat fields 14, 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, other threads) CPU seconds of a process, from /proc/PID/task/*/stat."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            user, system = cpu_split_path(task / "stat")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        if task.name == str(pid):
+            main += user + system
+        else:
+            other += user + system
+    return main, other
+
+
+def cpu_split_path(stat: Path) -> tuple[float, float]:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
 
@@ -90,10 +111,22 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout:
             proc.wait(5)
 
 
-def start_fake(tokens: int, rate: float = 0.0, extra: list[str] | None = None) -> tuple[subprocess.Popen[str], int]:
+def start_fake(
+    tokens: int, rate: float = 0.0, extra: list[str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     """The fake vLLM engine as a process of its own; returns it and its port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.engine", "--port", "0", "--rate", str(rate), "--tokens", str(tokens)]
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.engine",
+            "--port",
+            "0",
+            "--rate",
+            str(rate),
+            "--tokens",
+            str(tokens),
+        ]
         + (extra or []),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -108,15 +141,81 @@ def start_fake(tokens: int, rate: float = 0.0, extra: list[str] | None = None) -
     return proc, int(line.rsplit(":", 1)[1])
 
 
-_PROFILED_SERVE = """
-import cProfile, signal, sys
-profiler = cProfile.Profile()
-out = sys.argv.pop(1)
-signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
-signal.signal(signal.SIGUSR2, lambda *_: (profiler.disable(), profiler.dump_stats(out)))
+# The gateway's own entry point, plus probes switched by signals so figures cover a steady state only:
+# SIGUSR1 starts a measurement (optionally gc.freeze() first, optionally cProfile), SIGUSR2 ends it and
+# writes the garbage collector's figures (and the profile). Nothing here runs per request.
+_PROBED_SERVE = """
+import gc, json, os, signal, sys, time
+stats_out = sys.argv.pop(1)
+prof_out = os.environ.pop("MENSHEN_BENCH_PROFILE", "")
+freeze = os.environ.pop("MENSHEN_BENCH_FREEZE", "") == "1"
+profiler = None
+if prof_out:
+    import cProfile
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: wall time would charge preemptions
+state = {"t0": 0.0, "runs": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+def on_gc(phase, info):
+    if phase == "start":
+        state["t0"] = time.thread_time()
+    else:
+        state["runs"][info["generation"]] += 1
+        state["seconds"][info["generation"]] += time.thread_time() - state["t0"]
+gc.callbacks.append(on_gc)
+def on_start(*_):
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    state["runs"], state["seconds"] = [0, 0, 0], [0.0, 0.0, 0.0]
+    if profiler:
+        profiler.enable()
+def on_stop(*_):
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(prof_out)
+    with open(stats_out + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(stats_out + ".tmp", stats_out)
+signal.signal(signal.SIGUSR1, on_start)
+signal.signal(signal.SIGUSR2, on_stop)
 from gateway.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+@dataclass
+class GcFigures:
+    runs: list[int]
+    seconds: list[float]
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds)
+
+
+class Probe:
+    """Brackets a measurement in a probed gateway process (see ``_PROBED_SERVE``); no-op without one."""
+
+    def __init__(self, proc: subprocess.Popen[Any] | None = None, stats: Path | None = None) -> None:
+        self.proc, self.stats = proc, stats
+
+    def start(self) -> None:
+        if self.proc is None or self.stats is None:
+            return
+        self.stats.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.05)  # the handler runs between two bytecodes of the gateway's main thread
+
+    def stop(self, timeout: float = 30.0) -> GcFigures:
+        if self.proc is None or self.stats is None:
+            return GcFigures([0, 0, 0], [0.0, 0.0, 0.0])
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while not self.stats.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not write its probe figures")
+            time.sleep(0.02)
+        data = json.loads(self.stats.read_text())
+        return GcFigures(data["runs"], data["seconds"])
 
 
 def start_gateway(
@@ -126,22 +225,28 @@ def start_gateway(
     *,
     env: Mapping[str, str] | None = None,
     profile_to: Path | None = None,
+    gc_freeze: bool = False,
     api_key_file: Path | None = None,
-) -> tuple[subprocess.Popen[bytes], int]:
+) -> tuple[subprocess.Popen[bytes], int, Probe]:
     """``python -m gateway serve`` as a process; returns once /healthz answers.
 
-    With ``profile_to``, cProfile is switched on by SIGUSR1 and off (stats written there) by SIGUSR2, so a
-    profile covers the steady state only, not imports and start-up.
+    The returned ``Probe`` brackets a measurement: garbage-collector figures, the cProfile written to
+    ``profile_to`` when given, and ``gc_freeze`` (``gc.freeze()`` at its start: what that fix would give).
     """
     port = free_port()
-    prefix = [sys.executable] + (["-c", _PROFILED_SERVE, str(profile_to)] if profile_to else ["-m", "gateway"])
-    args = prefix + [
+    stats = data_dir.with_name(data_dir.name + f"-probe-{port}.json")
+    extra = dict(env or {})
+    if profile_to is not None:
+        extra["MENSHEN_BENCH_PROFILE"] = str(profile_to)
+    if gc_freeze:
+        extra["MENSHEN_BENCH_FREEZE"] = "1"
+    args = [sys.executable, "-c", _PROBED_SERVE, str(stats),
         "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream,
         "--auth", "none", "--policies", str(policies), "--data-dir", str(data_dir), "--log-level", "warning",
     ]  # fmt: skip
     if api_key_file is not None:
         args += ["--upstream-api-key-file", str(api_key_file)]
-    proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(env), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(extra), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -151,7 +256,7 @@ def start_gateway(
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 # stderr is not read again: let it go to a file-less sink so a chatty gateway cannot block
                 threading.Thread(target=_drain, args=(proc,), daemon=True).start()
-                return proc, port
+                return proc, port, Probe(proc, stats)
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -204,7 +309,10 @@ def start_raw_relay(upstream_port: int) -> tuple[subprocess.Popen[str], int]:
     """
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RAW_RELAY, str(port), str(upstream_port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _RAW_RELAY, str(port), str(upstream_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None
     if not proc.stdout.readline():
@@ -249,7 +357,7 @@ def bench_policies(dest: Path, *, passthrough: bool) -> Path:
 @dataclass
 class SinkStats:
     requests: int = 0
-    bytes: int = 0
+    size: int = 0  # bytes received
     bodies: list[bytes] | None = None
 
     def spans(self) -> int | None:
@@ -275,11 +383,11 @@ def otlp_sink() -> Iterator[tuple[str, SinkStats]]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             with lock:
                 stats.requests += 1
-                stats.bytes += len(body)
+                stats.size += len(body)
                 assert stats.bodies is not None
                 stats.bodies.append(body)
             self.send_response(200)
@@ -287,7 +395,7 @@ def otlp_sink() -> Iterator[tuple[str, SinkStats]]:
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence per-request logging
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -314,9 +422,18 @@ def otel_env(traces_url: str) -> dict[str, str]:
 
 
 def chat_body(
-    *, stream: bool, max_tokens: int | None = None, model: str = MODEL, prompt: str = "benchmark", **extra: Any
+    *,
+    stream: bool,
+    max_tokens: int | None = None,
+    model: str = MODEL,
+    prompt: str = "benchmark",
+    **extra: Any,
 ) -> bytes:
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": stream,
+    }
     if stream:
         body["stream_options"] = {"include_usage": True}
     if max_tokens is not None:
@@ -410,10 +527,8 @@ class Conn:
 
 @contextmanager
 def _suppress_timeout() -> Iterator[None]:
-    try:
+    with suppress(TimeoutError):
         yield
-    except TimeoutError:
-        pass
 
 
 @dataclass(slots=True)
@@ -513,7 +628,9 @@ __all__ = [
     "MODEL",
     "ROOT",
     "Conn",
+    "GcFigures",
     "LoadResult",
+    "Probe",
     "SinkStats",
     "StreamResult",
     "bench_policies",
@@ -534,5 +651,6 @@ __all__ = [
     "start_raw_relay",
     "stop_process",
     "stream_load",
+    "thread_cpu_seconds",
     "verdict",
 ]

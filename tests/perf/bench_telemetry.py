@@ -1,0 +1,220 @@
+"""What tracing costs the running gateway: CPU per request and per streamed chunk, tracing off vs on.
+
+Two gateways (``python -m gateway serve``, the default policy bundle, metrics always on) run side by side
+in front of one fake vLLM engine:
+
+  off      no OTEL_* variables: no-op tracer, no server-span middleware
+  sampled  the same exporter set-up at ratio 0.0: the ASGI middleware and non-recording spans only
+  on       OTLP/HTTP to a local sink, sampler ``parentbased_traceidratio`` at 1.0, batch export
+
+Rounds alternate between them (off, sampled, on, off, ...) so that the shared machine's drift hits both
+alike; the figure per configuration is the median over its rounds of gateway-process CPU divided by the
+requests (non-streamed, a few tokens) or by the SSE chunks relayed (concurrent streams). A last section
+times the telemetry helpers alone, in this process, for one request's worth of spans and metrics.
+Target (issue 5): tracing on adds <= 10% to both figures.
+
+    .venv/bin/python tests/perf/bench_telemetry.py [--rounds 3] [--seconds 2] [--streams 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.perf._bench_common import (
+    bench_policies,
+    chat_body,
+    cpu_seconds,
+    json_load,
+    load_average,
+    median,
+    otel_env,
+    otlp_sink,
+    post_bytes,
+    runner,
+    start_fake,
+    start_gateway,
+    stop_process,
+    stream_load,
+    verdict,
+)
+
+TARGET = 0.10
+STREAM_TOKENS = 64
+
+
+def _measure(pid: int, load: Callable[[], tuple[int, int]]) -> tuple[float, int, int]:
+    """(gateway CPU seconds, requests, chunks) of one load round."""
+    before = cpu_seconds(pid)
+    requests, chunks = load()
+    return cpu_seconds(pid) - before, requests, chunks
+
+
+def _rounds(
+    pids: dict[str, int], loads: dict[str, Callable[[], tuple[int, int]]], rounds: int, per: str
+) -> dict[str, list[float]]:
+    """Microseconds of gateway CPU per unit (``per``: "request" or "chunk"), one entry per round."""
+    figures: dict[str, list[float]] = {name: [] for name in pids}
+    for _ in range(rounds):
+        for name, pid in pids.items():
+            cpu, requests, chunks = _measure(pid, loads[name])
+            units = requests if per == "request" else chunks
+            if units == 0:
+                raise RuntimeError(f"{name}: no {per} completed")
+            figures[name].append(cpu / units * 1e6)
+    return figures
+
+
+def _helpers_alone(n: int = 5000) -> tuple[float, float]:
+    """In-process CPU (us) of one request's spans + metrics with tracing on, and of metrics alone."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind
+
+    from gateway.guardrails.pipeline import Decision
+    from gateway.telemetry import (
+        SPAN_ADMISSION,
+        SPAN_AUTH,
+        SPAN_INPUT_GUARD,
+        SPAN_STREAM,
+        Metrics,
+        Telemetry,
+        add_decision_event,
+        inject_traceparent,
+        set_request_attributes,
+        set_response_attributes,
+    )
+
+    class Encode(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()  # the OTLP exporter's own encoding cost
+            return SpanExportResult.SUCCESS
+
+    decision = Decision("words.x", "c", "flag", "shadow", "output", 1, 5, matched="abcd")
+
+    def one(t: Telemetry, m: Metrics) -> None:
+        with t.tracer.start_as_current_span("POST /v1/chat/completions", kind=SpanKind.SERVER) as s:
+            for phase in (SPAN_AUTH, SPAN_ADMISSION, SPAN_INPUT_GUARD):
+                with t.phase(phase):
+                    pass
+            with t.engine_span("chat", "qwen3-8b", "http://127.0.0.1:8000"):
+                inject_traceparent({})
+            stream = t.tracer.start_span(SPAN_STREAM)
+            add_decision_event(stream, decision)
+            stream.end()
+            set_request_attributes(s, operation="chat", model="qwen3-8b", max_tokens=256, client_id="a")
+            set_response_attributes(
+                s, input_tokens=10, output_tokens=100, finish_reasons=["stop"], ttft_s=0.1
+            )
+        m.observe_request(route="/v1/chat/completions", status=200, client="a", duration_s=0.5)
+        m.observe_ttft(route="/v1/chat/completions", seconds=0.1)
+        m.add_tokens(client="a", input_tokens=10, output_tokens=100)
+
+    def timed(t: Telemetry, m: Metrics) -> float:
+        for _ in range(200):
+            one(t, m)
+        c0 = time.process_time()
+        for _ in range(n):
+            one(t, m)
+        if t.provider is not None:
+            t.provider.force_flush()
+        return (time.process_time() - c0) / n * 1e6
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Encode(), max_queue_size=100_000))
+    on = timed(Telemetry(provider), Metrics())
+    provider.shutdown()
+    off = timed(Telemetry(None), Metrics())
+    return on, off
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per configuration")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one load round")
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams in the chunk rounds")
+    parser.add_argument("--workers", type=int, default=4, help="connections in the request rounds")
+    args = parser.parse_args()
+    run = runner()
+
+    with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as tmp_dir, otlp_sink() as (sink_url, sink):
+        tmp = Path(tmp_dir)
+        policies = bench_policies(tmp / "policies", passthrough=False)
+        fake, fake_port = start_fake(STREAM_TOKENS)
+        gateways = {}
+        try:
+            upstream = f"http://127.0.0.1:{fake_port}"
+            gateways["off"] = start_gateway(upstream, policies, tmp / "data-off")
+            unsampled = {**otel_env(sink_url), "OTEL_TRACES_SAMPLER_ARG": "0.0"}
+            gateways["sampled"] = start_gateway(upstream, policies, tmp / "data-sampled", env=unsampled)
+            gateways["on"] = start_gateway(upstream, policies, tmp / "data-on", env=otel_env(sink_url))
+            pids = {name: proc.pid for name, (proc, _, _) in gateways.items()}
+            ports = {name: port for name, (_, port, _) in gateways.items()}
+
+            def json_round(port: int) -> Callable[[], tuple[int, int]]:
+                request = post_bytes("/v1/chat/completions", chat_body(stream=False, max_tokens=4), port)
+
+                def load() -> tuple[int, int]:
+                    done, _, errors = run(json_load(port, request, args.workers, args.seconds))
+                    if errors:
+                        raise RuntimeError(f"{errors} failed requests")
+                    return done, 0
+
+                return load
+
+            def stream_round(port: int) -> Callable[[], tuple[int, int]]:
+                request = post_bytes("/v1/chat/completions", chat_body(stream=True), port)
+
+                def load() -> tuple[int, int]:
+                    result = run(stream_load(port, request, args.streams, args.seconds))
+                    if result.errors:
+                        raise RuntimeError(f"{result.errors} failed streams: {result.first_error}")
+                    return result.requests, result.events
+
+                return load
+
+            # Warm both (imports, first connections, policy caches) before measuring.
+            for port in ports.values():
+                json_round(port)()
+            per_request = _rounds(pids, {n: json_round(p) for n, p in ports.items()}, args.rounds, "request")
+            per_chunk = _rounds(pids, {n: stream_round(p) for n, p in ports.items()}, args.rounds, "chunk")
+        finally:
+            for proc, _, _ in gateways.values():
+                stop_process(proc)
+            stop_process(fake)
+        spans = sink.spans()
+
+    helpers_on, helpers_off = _helpers_alone()
+    print(
+        f"load average: {load_average()}; {args.rounds} alternating rounds x {args.seconds:.1f} s per configuration"
+    )
+    print(
+        f"{'gateway CPU (us)':22s} {'off':>9s} {'ratio 0.0':>10s} {'ratio 1.0':>10s} {'added':>8s}  target <= {TARGET:.0%}"
+    )
+    ok = True
+    for label, figures in (("per request", per_request), ("per chunk", per_chunk)):
+        off, sampled, on = (median(figures[name]) for name in ("off", "sampled", "on"))
+        added = on / off - 1
+        ok &= added <= TARGET
+        print(f"{label:22s} {off:9.1f} {sampled:10.1f} {on:10.1f} {added:+8.1%}  {verdict(added <= TARGET)}")
+        for name in ("off", "sampled", "on"):
+            print(f"{'':24s}{name:8s} rounds: {', '.join(f'{v:.1f}' for v in figures[name])}")
+    print(f"OTLP sink: {sink.requests} exports, {sink.size:,} bytes, {spans} spans")
+    print(
+        f"telemetry helpers alone (6 spans + metrics, in process): {helpers_on:.1f} us traced, {helpers_off:.1f} us off"
+    )
+    print("overall:", verdict(ok))
+
+
+if __name__ == "__main__":
+    main()
