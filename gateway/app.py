@@ -18,6 +18,7 @@ from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import PluginProtocol
+from pydantic import ValidationError
 
 from engine.client import EngineClient, EngineClientConfig
 from gateway.auth import AuthConfig, Authenticator, BuiltinIssuer
@@ -117,12 +118,16 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
         else None
     )
 
-    limiter = RateLimiter(
-        RateLimitConfig(
+    try:
+        limit_config = RateLimitConfig(
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
             command_timeout_ms=settings.redis_timeout_ms,
         )
-    )
+    except ValidationError as exc:
+        # Never render the input: a Redis URL may carry its password.
+        problems = [f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)]
+        raise ValueError("; ".join(problems)) from None
+    limiter = RateLimiter(limit_config)
     engine = EngineClient(
         EngineClientConfig(
             base_url=settings.upstream,
@@ -173,6 +178,8 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         )
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             install_sighup(asyncio.get_running_loop(), state.policy)
+        if not await state.limiter.warm_up():
+            log.warning("rate-limit storage not reachable at start; the policy's on_redis_error applies")
         try:
             yield
         finally:

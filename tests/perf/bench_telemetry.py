@@ -13,7 +13,7 @@ requests (non-streamed, a few tokens) or by the SSE chunks relayed (concurrent s
 times the telemetry helpers alone, in this process, for one request's worth of spans and metrics.
 Target (issue 5): tracing on adds <= 10% to both figures.
 
-    .venv/bin/python tests/perf/bench_telemetry.py [--rounds 3] [--seconds 2] [--streams 16]
+    .venv/bin/python tests/perf/bench_telemetry.py [--rounds 3] [--seconds 1.5] [--streams 16]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _rounds(
     return figures
 
 
-def _helpers_alone(n: int = 5000) -> tuple[float, float]:
+def _helpers_alone(n: int = 3000) -> tuple[float, float]:
     """In-process CPU (us) of one request's spans + metrics with tracing on, and of metrics alone."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -141,7 +141,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per configuration")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one load round")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of one load round")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams in the chunk rounds")
     parser.add_argument("--workers", type=int, default=4, help="connections in the request rounds")
     args = parser.parse_args()
