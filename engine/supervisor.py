@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from engine.demo_model import default_data_dir, demo_model_dir, is_demo_model_ready
 from engine.profiles import (
     ArgValue,
@@ -49,6 +47,7 @@ _LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
 _LEVELS |= {"ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 _EXIT_POLL_S = 0.1
+_PROBE_TIMEOUT_S = 5.0
 _TAIL_LINES = 30
 # Sets PR_SET_PDEATHSIG (1) then execs the real command, keeping the pid. If the parent already
 # died between fork and prctl, exit instead of running an orphan.
@@ -202,7 +201,7 @@ class EngineSupervisor:
         self._pump: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._stopping = False
         self._signal_stop: asyncio.Task[None] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._up = False
@@ -287,6 +286,7 @@ class EngineSupervisor:
             raise RuntimeError("engine supervisor already started")
         cfg = self._config
         self._ready = asyncio.Event()
+        self._stopping = False
         overrides = dict(cfg.overrides)
         if self._profile.model is None and not any(
             normalise_arg_name(k) == "model" and v for k, v in overrides.items()
@@ -300,13 +300,11 @@ class EngineSupervisor:
             port=self._port,
             otlp_traces_endpoint=cfg.otlp_traces_endpoint,
         )
-        self._http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(5.0, connect=2.0))
         atexit.register(self._kill_at_exit)
         try:
             await self._spawn()
         except BaseException:
             atexit.unregister(self._kill_at_exit)
-            await self._http.aclose()
             raise
         self._task = asyncio.create_task(self._supervise(), name="menshen-engine-supervisor")
 
@@ -332,16 +330,20 @@ class EngineSupervisor:
         """Stop supervising and stop the engine: SIGTERM to its group, SIGKILL after the grace period."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        task = self._task
+        self._stopping = True
+        # Cancel until it ends: a library inside may absorb one cancellation (anyio cancel scopes do).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._log.error("engine supervisor had failed: %r", exc)
         if self._process is not None:
             await self._terminate(self._process)
             self._last_exit = self._process.returncode
         await self._drain_pump()
-        if self._http is not None:
-            await self._http.aclose()
         self._task = None
+        self._stopping = False
         self._up = False
         self._reason = "stopped"
         if self._ready is not None:
@@ -453,28 +455,46 @@ class EngineSupervisor:
             self._log.log(level, "[engine %s] %s", tag, line)
 
     async def _drain_pump(self) -> None:
-        if self._pump is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(self._pump, 2.0)
-                except TimeoutError:
-                    self._pump.cancel()
-            self._pump = None
+        # asyncio.wait, not wait_for: a cancellation of the caller must propagate, never be absorbed here.
+        pump, self._pump = self._pump, None
+        if pump is None:
+            return
+        done, _ = await asyncio.wait({pump}, timeout=2.0)
+        if not done:
+            pump.cancel()
+        elif not pump.cancelled() and (exc := pump.exception()) is not None:
+            self._log.warning("engine output reader failed: %r", exc)
 
     async def _probe(self) -> bool:
-        assert self._http is not None
+        """GET /health over a fresh loopback connection: plain asyncio, no client library state."""
+        assert self._port is not None
+        host = self._config.host
         try:
-            response = await self._http.get(f"{self.base_url}/health")
-        except httpx.HTTPError:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(host, self._port)
+                try:
+                    writer.write(
+                        f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                    )
+                    await writer.drain()
+                    status_line = await reader.readline()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+        except (OSError, TimeoutError):
             return False
-        return response.status_code == 200
+        parts = status_line.split()
+        return len(parts) >= 2 and parts[1] == b"200"
 
     async def _supervise(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             proc = self._process
             assert proc is not None
             ready_at, why = await self._watch(proc)
+            if self._stopping:
+                return
             self._up = False
             assert self._ready is not None
             self._ready.clear()
@@ -490,6 +510,8 @@ class EngineSupervisor:
             self._reason = f"engine {what}; restarting in {delay:.1f} s"
             self._log.warning("engine pid %d %s; restart %d in %.1f s", proc.pid, what, failures, delay)
             await asyncio.sleep(delay)
+            if self._stopping:
+                return
             self._restarts += 1
             await self._spawn()
 
@@ -500,7 +522,7 @@ class EngineSupervisor:
         next_progress = started + cfg.progress_interval_s
         ready_at: float | None = None
         failed = 0
-        while True:
+        while not self._stopping:
             interval = cfg.health_interval_s if ready_at is not None else min(0.5, cfg.health_interval_s)
             if await _wait_exit(proc, interval):
                 return ready_at, None
@@ -529,6 +551,7 @@ class EngineSupervisor:
                 self._log.warning("engine health check failed (%d/%d)", failed, cfg.health_failures)
                 if failed >= cfg.health_failures:
                     return ready_at, f"failed {failed} health checks"
+        return ready_at, "stopping"
 
     def _mark_up(self) -> None:
         self._up = True

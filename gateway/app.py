@@ -77,7 +77,7 @@ def auth_config(settings: Settings) -> AuthConfig:
         introspection_url=settings.introspection_url,
         introspection_client_id=settings.introspection_client_id,
         introspection_client_secret_file=settings.introspection_client_secret_file,
-        builtin_issuer=settings.issuer_url or f"http://{settings.host}:{settings.port}",
+        builtin_issuer=settings.auth_issuer or f"http://{settings.host}:{settings.port}",
         key_file=settings.auth_key_file or data / "issuer-keys.json",
         secrets_file=settings.auth_secrets_file or data / "client-secrets.yaml",
         token_ttl_s=settings.token_ttl,

@@ -260,7 +260,8 @@ class RateLimiter:
             else:
                 message = f"Rate limit reached for {unit}: {window.limit} per {per}."
         message += f" Retry after {retry} s."
-        headers["Retry-After"] = str(retry)
+        # lower case, as ASGI sends names: a caller merging its own "retry-after" must not add a second one
+        headers["retry-after"] = str(retry)
         return RateLimited(outcome.failed or "requests", retry, headers, message)
 
     # --- settle and leases -------------------------------------------------------------------

@@ -70,9 +70,9 @@ def engine_supervisor(engine_runner: LoopThread) -> Iterator[EngineSupervisor]:
             backoff_max_s=5.0,
         )
     )
-    engine_runner.run(supervisor.start())
+    engine_runner.run(supervisor.start(), timeout=ENGINE_START_TIMEOUT_S)
     try:
         engine_runner.run(supervisor.wait_ready(ENGINE_START_TIMEOUT_S))
         yield supervisor
     finally:
-        engine_runner.run(supervisor.stop())
+        engine_runner.run(supervisor.stop(), timeout=120)

@@ -9,7 +9,8 @@ in front of one fake vLLM engine:
 
 Rounds alternate between them (off, sampled, on, off, ...) so that the shared machine's drift hits both
 alike; the figure per configuration is the median over its rounds of gateway-process CPU divided by the
-requests (non-streamed, a few tokens) or by the SSE chunks relayed (concurrent streams). A last section
+requests (non-streamed, a few tokens) or by the engine chunks relayed (concurrent streams; the gateway
+may coalesce several chunks into one read when it falls behind, so chunks are counted at the engine). A last section
 times the telemetry helpers alone, in this process, for one request's worth of spans and metrics.
 Target (issue 5): tracing on adds <= 10% to both figures.
 
@@ -29,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.perf._bench_common import (
+    Conn,
     bench_policies,
     chat_body,
     cpu_seconds,
@@ -47,7 +49,7 @@ from tests.perf._bench_common import (
 )
 
 TARGET = 0.10
-STREAM_TOKENS = 64
+STREAM_TOKENS = 100
 
 
 def _measure(pid: int, load: Callable[[], tuple[int, int]]) -> tuple[float, int, int]:
@@ -70,6 +72,21 @@ def _rounds(
                 raise RuntimeError(f"{name}: no {per} completed")
             figures[name].append(cpu / units * 1e6)
     return figures
+
+
+def _answer_chunks(port: int) -> int:
+    """SSE chunks of one answer straight from the fake engine ([DONE] excluded)."""
+
+    async def one() -> int:
+        conn = await Conn.open(port)
+        try:
+            return (
+                await conn.stream(post_bytes("/v1/chat/completions", chat_body(stream=True), port))
+            ).events - 1
+        finally:
+            conn.close()
+
+    return runner()(one())
 
 
 def _helpers_alone(n: int = 3000) -> tuple[float, float]:
@@ -154,6 +171,7 @@ def main() -> None:
         gateways = {}
         try:
             upstream = f"http://127.0.0.1:{fake_port}"
+            chunks_per_answer = _answer_chunks(fake_port)
             gateways["off"] = start_gateway(upstream, policies, tmp / "data-off")
             unsampled = {**otel_env(sink_url), "OTEL_TRACES_SAMPLER_ARG": "0.0"}
             gateways["sampled"] = start_gateway(upstream, policies, tmp / "data-sampled", env=unsampled)
@@ -179,7 +197,7 @@ def main() -> None:
                     result = run(stream_load(port, request, args.streams, args.seconds))
                     if result.errors:
                         raise RuntimeError(f"{result.errors} failed streams: {result.first_error}")
-                    return result.requests, result.events
+                    return result.requests, result.requests * chunks_per_answer
 
                 return load
 
