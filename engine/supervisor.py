@@ -2,11 +2,8 @@
 
 The child runs in its own process group, so stopping it reaches vLLM's engine-core processes too,
 and an interrupt typed in the terminal reaches only us: we decide the order of shutdown. On Linux
-the child also gets ``PR_SET_PDEATHSIG`` so it dies with us even if we are killed outright, and an
+the child also gets a parent-death signal so it dies with us even if we are killed outright, and an
 ``atexit`` hook covers an interpreter exit without ``stop()``.
-
-Exit is detected by polling ``returncode``: ``Process.wait()`` would also wait for the output pipe
-to close, which a surviving grandchild can hold open forever.
 """
 
 from __future__ import annotations
@@ -15,172 +12,39 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import ipaddress
 import logging
 import os
-import re
 import secrets
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from engine.demo_model import default_data_dir, demo_model_dir, is_demo_model_ready
-from engine.profiles import (
-    ArgValue,
-    EngineCommand,
-    EngineProfile,
-    ProfileError,
-    build_command,
-    get_profile,
-    merge_args,
-    normalise_arg_name,
-)
+from engine.process import free_port, level_of, signal_group, wait_exit, with_parent_death_signal
+from engine.profiles import EngineCommand, build_command, normalise_arg_name
+from engine.supervisor_config import EngineStatus, SupervisorConfig, SupervisorConfigError
+
+__all__ = [
+    "ENGINE_LOGGER",
+    "VLLM_SERVER",
+    "EngineStartError",
+    "EngineStatus",
+    "EngineSupervisor",
+    "SupervisorConfig",
+    "SupervisorConfigError",
+]
 
 ENGINE_LOGGER = "menshen.engine"
 VLLM_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
-_LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
-_LEVELS |= {"ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
-_EXIT_POLL_S = 0.1
 _PROBE_TIMEOUT_S = 5.0
 _TAIL_LINES = 30
-# Sets PR_SET_PDEATHSIG (1) then execs the real command, keeping the pid. If the parent already
-# died between fork and prctl, exit instead of running an orphan.
-_PDEATHSIG_SHIM = (
-    "import ctypes,os,signal,sys\n"
-    "ctypes.CDLL(None).prctl(1,signal.SIGTERM,0,0,0)\n"
-    "if os.getppid()!=int(sys.argv[1]): sys.exit(1)\n"
-    "os.execvp(sys.argv[2],sys.argv[2:])\n"
-)
-
-
-class SupervisorConfigError(ValueError):
-    """The supervisor configuration is invalid; ``problems`` lists every problem found."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid engine supervisor configuration:\n  - " + "\n  - ".join(problems))
-        self.problems = tuple(problems)
 
 
 class EngineStartError(RuntimeError):
     """The engine did not become ready (in time, or at all)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
-    """How to run the engine. Validated on construction; every problem is reported at once."""
-
-    profile: str | EngineProfile = "cpu-demo"
-    """Profile name (``qwen3-8b``, ``qwen3-8b-awq``, ``cpu-demo``) or a custom profile."""
-    overrides: Mapping[str, ArgValue] = field(default_factory=dict)
-    """vLLM arguments by name; ``None`` removes one, ``True`` is a bare flag."""
-    data_dir: Path | None = None
-    """Where the demo model is prepared; ``None``: ``$GATEWAY_DATA_DIR`` or ``~/.cache/menshen``."""
-    host: str = "127.0.0.1"
-    """Loopback address the engine binds; anything else is refused (the gateway is the only door)."""
-    port: int | None = None
-    """Engine port; ``None`` picks a free one once and keeps it across restarts."""
-    startup_timeout_s: float = 600.0
-    """A start not healthy by then is killed and retried with backoff."""
-    backoff_min_s: float = 1.0
-    """First restart delay; it doubles per consecutive failure."""
-    backoff_max_s: float = 60.0
-    """Cap of the restart delay."""
-    stable_after_s: float = 60.0
-    """Healthy this long, the next crash restarts after ``backoff_min_s`` again."""
-    health_interval_s: float = 5.0
-    """Health probe period once ready."""
-    health_failures: int = 3
-    """Consecutive failed probes after which a running engine counts as hung and is restarted."""
-    progress_interval_s: float = 5.0
-    """How often start-up progress is logged while waiting for ``/health``."""
-    stop_grace_s: float = 20.0
-    """SIGTERM, then SIGKILL after this long."""
-    extra_env: Mapping[str, str] = field(default_factory=dict)
-    """Environment added for the engine (after the profile's)."""
-    otlp_traces_endpoint: str | None = None
-    """Passed to vLLM as ``--otlp-traces-endpoint`` when set."""
-    command_prefix: tuple[str, ...] = ()
-    """Program before the vLLM arguments; empty: ``sys.executable -m vllm.entrypoints.openai.api_server``."""
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        profile: EngineProfile | None = None
-        try:
-            profile = get_profile(self.profile) if isinstance(self.profile, str) else self.profile
-        except ProfileError as exc:
-            problems += exc.problems
-        if profile is not None:
-            try:
-                merge_args(profile, self.overrides)
-            except ProfileError as exc:
-                problems += exc.problems
-        try:
-            if not ipaddress.ip_address(self.host).is_loopback:
-                problems.append(f"host must be a loopback address, got {self.host!r}")
-        except ValueError:
-            problems.append(f"host must be a loopback IP address (e.g. 127.0.0.1), got {self.host!r}")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            problems.append(f"port must be in 1..65535, got {self.port}")
-        for name in ("startup_timeout_s", "backoff_min_s", "health_interval_s", "progress_interval_s"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0")
-        if self.backoff_max_s < self.backoff_min_s:
-            problems.append("backoff_max_s must be >= backoff_min_s")
-        if self.stop_grace_s < 0 or self.stable_after_s < 0:
-            problems.append("stop_grace_s and stable_after_s must be >= 0")
-        if self.health_failures < 1:
-            problems.append("health_failures must be >= 1")
-        if problems:
-            raise SupervisorConfigError(problems)
-
-    def resolved_profile(self) -> EngineProfile:
-        return get_profile(self.profile) if isinstance(self.profile, str) else self.profile
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStatus:
-    """A snapshot of the supervisor's state, for readiness checks and metrics."""
-
-    up: bool
-    pid: int | None
-    restarts: int
-    last_exit: int | None
-    reason: str | None
-    base_url: str
-
-
-def _level_of(line: str, previous: int) -> int:
-    # vLLM prefixes its records with the level; continuation lines (tracebacks) keep the last one.
-    match = _LOG_LEVEL.search(line, 0, 80)
-    return _LEVELS[match.group(1)] if match else previous
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-async def _wait_exit(proc: asyncio.subprocess.Process, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while proc.returncode is None:
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(_EXIT_POLL_S)
-    return True
 
 
 class EngineSupervisor:
@@ -292,7 +156,7 @@ class EngineSupervisor:
             normalise_arg_name(k) == "model" and v for k, v in overrides.items()
         ):
             overrides["model"] = str(await self._prepare_demo_model())
-        self._port = cfg.port or _free_port(cfg.host)
+        self._port = cfg.port or free_port(cfg.host)
         self._command = build_command(
             self._profile,
             overrides,
@@ -393,7 +257,7 @@ class EngineSupervisor:
             code = await proc.wait()
         finally:
             if proc.returncode is None:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
         if code != 0:
             tail = "\n".join(self._tail)
             raise EngineStartError(f"demo model preparation failed (exit {code}):\n{tail}")
@@ -412,9 +276,7 @@ class EngineSupervisor:
     async def _spawn(self) -> None:
         assert self._command is not None
         prefix = self._config.command_prefix or (sys.executable, *VLLM_SERVER)
-        argv = [*prefix, *self._command.args]
-        if sys.platform == "linux":
-            argv = [sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        argv = with_parent_death_signal([*prefix, *self._command.args])
         self._tail.clear()
         self._reason = "starting"
         proc = await asyncio.create_subprocess_exec(
@@ -451,19 +313,24 @@ class EngineSupervisor:
             if not line:
                 continue
             self._tail.append(line)
-            level = _level_of(line, level)
+            level = level_of(line, level)
             self._log.log(level, "[engine %s] %s", tag, line)
 
     async def _drain_pump(self) -> None:
-        # asyncio.wait, not wait_for: a cancellation of the caller must propagate, never be absorbed here.
-        pump, self._pump = self._pump, None
+        """Let the output reader reach end of file (the group is dead by now), else cancel it."""
+        pump = self._pump
         if pump is None:
             return
+        # asyncio.wait, not wait_for: a cancellation of the caller must propagate, never be absorbed
+        # here; and the reader stays referenced until it has really finished.
         done, _ = await asyncio.wait({pump}, timeout=2.0)
         if not done:
             pump.cancel()
+            await asyncio.wait({pump})
         elif not pump.cancelled() and (exc := pump.exception()) is not None:
             self._log.warning("engine output reader failed: %r", exc)
+        if self._pump is pump:
+            self._pump = None
 
     async def _probe(self) -> bool:
         """GET /health over a fresh loopback connection: plain asyncio, no client library state."""
@@ -495,6 +362,8 @@ class EngineSupervisor:
             ready_at, why = await self._watch(proc)
             if self._stopping:
                 return
+            what = why or f"exited with code {proc.returncode}"
+            self._reason = f"engine {what}"  # before `up` flips: readers in other threads see both
             self._up = False
             assert self._ready is not None
             self._ready.clear()
@@ -506,7 +375,6 @@ class EngineSupervisor:
             failures += 1
             cfg = self._config
             delay = min(cfg.backoff_max_s, cfg.backoff_min_s * 2 ** (failures - 1))
-            what = why or f"exited with code {proc.returncode}"
             self._reason = f"engine {what}; restarting in {delay:.1f} s"
             self._log.warning("engine pid %d %s; restart %d in %.1f s", proc.pid, what, failures, delay)
             await asyncio.sleep(delay)
@@ -524,7 +392,7 @@ class EngineSupervisor:
         failed = 0
         while not self._stopping:
             interval = cfg.health_interval_s if ready_at is not None else min(0.5, cfg.health_interval_s)
-            if await _wait_exit(proc, interval):
+            if await wait_exit(proc, interval):
                 return ready_at, None
             healthy = await self._probe()
             now = time.monotonic()
@@ -562,21 +430,21 @@ class EngineSupervisor:
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         # The child leads its own process group: signalling the group reaches vLLM's workers too.
         if proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            if not await _wait_exit(proc, self._config.stop_grace_s):
+            signal_group(proc.pid, signal.SIGTERM)
+            if not await wait_exit(proc, self._config.stop_grace_s):
                 self._log.warning(
                     "engine pid %d ignored SIGTERM for %.0f s: killing", proc.pid, self._config.stop_grace_s
                 )
-                _signal_group(proc.pid, signal.SIGKILL)
-                await _wait_exit(proc, 10.0)
+                signal_group(proc.pid, signal.SIGKILL)
+                await wait_exit(proc, 10.0)
         # Whatever is left of the group would be an orphan now (and holds our output pipe).
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
 
     def _kill_at_exit(self) -> None:
         proc = self._process
         if proc is None or proc.returncode is not None:
             return
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + min(self._config.stop_grace_s, 5.0)
         # Poll, never reap: asyncio's child watcher owns the wait status.
         while time.monotonic() < deadline:
@@ -585,4 +453,4 @@ class EngineSupervisor:
             except ProcessLookupError:
                 break
             time.sleep(0.05)
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)

@@ -42,9 +42,18 @@ class LoopThread:
         return future.result(timeout)
 
     def close(self) -> None:
+        self.run(self._cancel_leftovers(), timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+    @staticmethod
+    async def _cancel_leftovers() -> None:
+        current = asyncio.current_task()
+        leftovers = [task for task in asyncio.all_tasks() if task is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ the built-in issuer and a token for the demo client. The engine is the session's
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from engine import EngineSupervisor
 from gateway.app import AppParts
 from gateway.up import DEMO_CLIENT, demo_token
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
+from tests.e2e.conftest import ENGINE_START_TIMEOUT_S, LoopThread
 from tests.e2e.test_supervisor_engine import _requests_running, _wait_for
 from tests.harness import RunningGateway, gateway_settings, run_gateway
 
@@ -122,3 +124,28 @@ def test_readyz_reports_the_engine(engine_gateway: tuple[RunningGateway, str]) -
     ready = httpx.get(gateway.url + "/readyz", timeout=30)
     assert ready.status_code == 200
     assert ready.json()["engine"]["up"] is True
+
+
+def test_killed_engine_shows_in_readyz_until_restarted(
+    engine_gateway: tuple[RunningGateway, str], engine_supervisor: EngineSupervisor, engine_runner: LoopThread
+) -> None:
+    gateway, token = engine_gateway
+    pid, restarts = engine_supervisor.pid, engine_supervisor.restarts
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 503, 10)
+    down = httpx.get(gateway.url + "/readyz", timeout=10).json()
+    assert down["status"] == "not_ready"
+    assert down["reasons"][0].startswith("engine down")
+    # A call while the engine is down is refused cleanly, never a 500.
+    refused = httpx.post(
+        gateway.api + "/chat/completions",
+        json={"model": engine_supervisor.served_model_name, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert refused.status_code in (502, 503)
+    assert "error" in refused.json()
+    engine_runner.run(engine_supervisor.wait_ready(ENGINE_START_TIMEOUT_S))
+    assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 200, 30)
+    assert engine_supervisor.restarts == restarts + 1

@@ -133,9 +133,7 @@ def start_replicas(
     count: int, bundle: Path, upstream: str, redis_url: str, data_root: Path
 ) -> list[GatewayProcess]:
     """Start ``count`` replicas at once (imports overlap) and wait until each answers /healthz."""
-    replicas = [
-        GatewayProcess(bundle, upstream, redis_url, data_root / f"replica-{i}") for i in range(count)
-    ]
+    replicas = [GatewayProcess(bundle, upstream, redis_url, data_root / f"replica-{i}") for i in range(count)]
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         pending = list(replicas)

@@ -81,6 +81,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def closed_connections(port: int) -> int:
+    """TCP connections to or from ``port`` now in TIME_WAIT (closed within the last minute), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if state == "06" and (int(local.split(":")[1], 16) == port or int(remote.split(":")[1], 16) == port):
+            count += 1
+    return count
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -636,6 +647,7 @@ __all__ = [
     "bench_policies",
     "chat_body",
     "clean_env",
+    "closed_connections",
     "cpu_seconds",
     "cpu_split",
     "free_port",

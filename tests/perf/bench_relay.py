@@ -40,6 +40,7 @@ from tests.perf._bench_common import (
     Probe,
     bench_policies,
     chat_body,
+    closed_connections,
     cpu_split,
     json_load,
     load_average,
@@ -96,6 +97,7 @@ class Figures:
     request_other_threads: float = 0.0  # share of the request CPU outside the event-loop thread
     gc_full_runs: int = 0
     gc_full_ms: float = 0.0
+    upstream_conns_per_request: float = 0.0
     errors: int = 0
     first_error: str | None = None
 
@@ -176,7 +178,10 @@ def _measure_fast(
     stream_req = post_bytes(PATH, chat_body(stream=True), gport)
     run(stream_load(gport, stream_req, 10, 0.5))  # warm up connections and code paths
 
+    closed0 = closed_connections(fakes.fast)
     pairs = run(_ttft_pairs(fakes.fast, gport, chat_body(stream=True, max_tokens=16), args.ttft_pairs))
+    # Both client connections are kept alive: a closed connection is one the relay opened upstream and dropped.
+    fig.upstream_conns_per_request = (closed_connections(fakes.fast) - closed0) / max(len(pairs), 1)
     fig.ttft_direct_ms = median([p[0] for p in pairs]) * 1e3
     fig.ttft_gateway_ms = median([p[1] for p in pairs]) * 1e3
     fig.ttft_added_ms = median([p[1] - p[0] for p in pairs]) * 1e3
@@ -356,18 +361,35 @@ def _print_report(
             f"  (info) full pipeline vs pass-through, b/a: CPU per chunk {b.sat_cpu_us / a.sat_cpu_us:.2f} (full speed), "
             f"{b.paced_cpu_us / a.paced_cpu_us:.2f} (paced), per request {b.request_cpu_us / a.request_cpu_us:.2f}"
         )
+    if "b" in rows and "f" in rows:
+        b, f = rows["b"], rows["f"]
+        print(
+            f"  (info) gc.freeze() after start-up, f/b: CPU per chunk {f.sat_cpu_us / b.sat_cpu_us:.2f} "
+            f"(full speed), {f.paced_cpu_us / b.paced_cpu_us:.2f} (paced), per request "
+            f"{f.request_cpu_us / b.request_cpu_us:.2f}"
+        )
+    print("\nDetails:")
     for k, f in rows.items():
+        lines = [
+            f"{f.sat_events_per_answer:.1f} SSE events reach the client per answer (the engine sent "
+            f"{fakes.fast_chunks + 1} with [DONE])",
+            f"{f.upstream_conns_per_request:.2f} upstream TCP connections opened and closed per sequential "
+            "request (0 = kept alive)",
+            f"paced: direct TTFT {f.paced_ttft_direct_ms:.1f} ms, {f.paced_chunks_per_s:,.0f} chunks/s relayed",
+        ]
         if k != "r":
-            print(
-                f"  (info) {k}: {f.gc_full_runs} full (gen 2) collections in the gateway, {f.gc_full_ms:,.0f} ms"
+            lines.append(
+                f"{f.gc_full_runs} full (gen 2) garbage collections during the measurements, "
+                f"{f.gc_full_ms:,.0f} ms of CPU in total"
+            )
+            lines.append(
+                f"{f.request_other_threads:.0%} of the non-streamed request CPU outside the event-loop thread"
             )
         if f.errors:
-            print(f"  (info) {k}: {f.errors} failed requests, first: {f.first_error}")
-        print(
-            f"  (info) {k}: {f.sat_events_per_answer:.1f} SSE events reach the client per answer "
-            f"(the engine sent {fakes.fast_chunks + 1} with [DONE]); paced: direct TTFT "
-            f"{f.paced_ttft_direct_ms:.1f} ms, {f.paced_chunks_per_s:,.0f} chunks/s"
-        )
+            lines.append(f"{f.errors} failed requests, first: {f.first_error}")
+        print(f"  {k} {NAMES[k]}:")
+        for line in lines:
+            print(f"      {line}")
 
 
 def _launch(

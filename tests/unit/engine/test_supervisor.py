@@ -273,3 +273,17 @@ def test_signal_to_supervisor_process_stops_engine_then_exits(state_dir: Path, s
         proc.send_signal(sig)
         assert proc.wait(10) == 0
         assert not pid_alive(engine_pid)
+
+
+async def test_stop_while_restarting_leaves_no_task_behind(make_config: MakeConfig) -> None:
+    sup = EngineSupervisor(make_config({"FAKE_GRANDCHILD": "1"}, backoff_min_s=5, backoff_max_s=5))
+    await sup.start()
+    await sup.wait_ready(10)
+    pid = sup.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.05)  # the supervisor is now reaping the group / reading the last output
+    async with asyncio.timeout(10):
+        await sup.stop()
+    assert sup.reason == "stopped"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
