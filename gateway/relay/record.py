@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
+from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
 
 
@@ -32,6 +33,7 @@ class RequestRecord:
     disconnected: bool = False
     decisions: list[Decision] = field(default_factory=list)
     server_span: Span = INVALID_SPAN
+    failure: GatewayError | None = None
     method: str = "POST"
 
     def elapsed(self) -> float:

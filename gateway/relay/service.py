@@ -112,7 +112,7 @@ class RelayService:
             return SSEResponse(self._relay(ctx, upstream, transcoder, pipeline, record), response_headers)
         try:
             await run_until_disconnect(
-                request.receive, self._drain(ctx, upstream, transcoder, pipeline, record, stream=False)
+                request.receive, self._drain(self._relay(ctx, upstream, transcoder, pipeline, record), record)
             )
         except ClientDisconnected:
             return ASGIResponse(body=b"", status_code=499)
@@ -199,23 +199,26 @@ class RelayService:
         pipeline: StreamPipeline,
         record: RequestRecord,
     ) -> AsyncGenerator[bytes, None]:
-        """The SSE body. Its ``finally`` runs on every end: done, cut, error or client disconnect."""
+        """The response body, streamed or collected by the transcoder.
+
+        Its ``finally`` runs on every end: done, cut, error or client disconnect. A failure after the stream
+        started is one final SSE error event, and is kept in ``record.failure`` for non-streamed answers.
+        """
         decoder = SSEDecoder()
-        state = self._state
         error: GatewayError | None = None
-        span = state.tracer.start_span(SPAN_STREAM)
+        span = self._state.tracer.start_span(SPAN_STREAM)
         try:
             async for data in upstream.reads():
                 out = transcoder.feed(decoder.feed(data))
+                if record.ttft_s is None and transcoder.generated_tokens:
+                    record.ttft_s = record.elapsed()
                 if out:
-                    if record.ttft_s is None:
-                        record.ttft_s = record.elapsed()
                     yield out
                 if transcoder.finished:
                     break
             yield transcoder.end()
         except (EngineError, UpstreamStreamError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            error = _mid_stream_error(exc)
+            error = record.failure = _mid_stream_error(exc)
             yield frame(error.encode())
         finally:
             with CancelScope(shield=True):
@@ -223,35 +226,16 @@ class RelayService:
                 record.disconnected = transcoder.finish_reason is None and error is None
                 await self._settle(ctx, transcoder, pipeline, record, span, error)
 
-    async def _drain(
-        self,
-        ctx: RequestContext,
-        upstream: EngineStream,
-        transcoder: Transcoder,
-        pipeline: StreamPipeline,
-        record: RequestRecord,
-        *,
-        stream: bool,
-    ) -> None:
-        decoder = SSEDecoder()
-        error: GatewayError | None = None
-        span = self._state.tracer.start_span(SPAN_STREAM)
+    @staticmethod
+    async def _drain(body: AsyncGenerator[bytes, None], record: RequestRecord) -> None:
+        """A non-streamed answer runs the same relay; the transcoder collects the text instead of framing it."""
         try:
-            async for data in upstream.reads():
-                transcoder.feed(decoder.feed(data))
-                if record.ttft_s is None and transcoder.generated_tokens:
-                    record.ttft_s = record.elapsed()
-                if transcoder.finished:
-                    break
-            transcoder.end()
-        except (EngineError, UpstreamStreamError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            error = _mid_stream_error(exc)
-            raise error from None
+            async for _ in body:
+                pass
         finally:
-            with CancelScope(shield=True):
-                await upstream.aclose()
-                record.disconnected = transcoder.finish_reason is None and error is None
-                await self._settle(ctx, transcoder, pipeline, record, span, error)
+            await body.aclose()
+        if record.failure is not None:
+            raise record.failure
 
     async def _settle(
         self,
@@ -269,6 +253,8 @@ class RelayService:
         record.decisions.extend(pipeline.decisions)
         if error is not None:
             record.error = error.code if isinstance(error.code, str) else "upstream_error"
+            if not record.stream:
+                record.status = error.status
         try:
             await ctx.settle(usage.total_tokens)
         finally:
@@ -292,7 +278,7 @@ class RelayService:
             id=transcoder.id,
             object=obj,
             created=transcoder.created or int(time.time()),
-            model=transcoder._model,
+            model=transcoder.model,
             choices=choices,
             usage=transcoder.final_usage(),
             menshen=transcoder.extension,

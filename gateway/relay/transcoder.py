@@ -96,6 +96,10 @@ class Transcoder:
         self.collected: tuple[list[str], list[str]] | None = ([], []) if collect else None
 
     @property
+    def model(self) -> str:
+        return self._model
+
+    @property
     def finished(self) -> bool:
         """No more engine data is wanted: the engine sent ``[DONE]``, or a check stopped the stream.
 
