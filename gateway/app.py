@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -180,9 +181,16 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             install_sighup(asyncio.get_running_loop(), state.policy)
         if not await state.limiter.warm_up():
             log.warning("rate-limit storage not reachable at start; the policy's on_redis_error applies")
+        # Start-up leaves ~100k long-lived objects (automata, tables, modules): keep them out of every full
+        # collection, which would otherwise stall all streams for a few hundred milliseconds.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            if telemetry.provider is not None:
+                # uvicorn re-raises SIGTERM after shutdown: flush buffered spans while we still can.
+                telemetry.provider.force_flush()
             if metrics_server is not None:
                 metrics_server.close()
             for task in tasks:

@@ -21,7 +21,7 @@ class SSEResponse(ASGIStreamingResponse):
         super().__init__(
             iterator=iterator,
             headers={**SSE_HEADERS, **headers},
-            media_type="text/event-stream; charset=utf-8",
+            media_type="text/event-stream",  # Litestar adds the charset
             status_code=200,
         )
         self._generator = iterator

@@ -214,8 +214,8 @@ class RelayService:
                     record.ttft_s = record.elapsed()
                 if out:
                     yield out
-                if transcoder.finished:
-                    break
+                if transcoder.stop is not None:
+                    break  # closing now makes vLLM abort; after [DONE] the body is read out to keep the connection
             yield transcoder.end()
         except (EngineError, UpstreamStreamError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             error = record.failure = _mid_stream_error(exc)

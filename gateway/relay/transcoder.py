@@ -99,14 +99,6 @@ class Transcoder:
     def model(self) -> str:
         return self._model
 
-    @property
-    def finished(self) -> bool:
-        """No more engine data is wanted: the engine sent ``[DONE]``, or a check stopped the stream.
-
-        After the finish chunk the engine still sends the usage chunk, which settles the reservation.
-        """
-        return self.stop is not None or self.upstream_done
-
     def feed(self, payloads: list[bytes]) -> bytes:
         """Transcode the payloads of one network read into the frames to send now."""
         frames: list[bytes] = []

@@ -118,9 +118,8 @@ async def _run(args: argparse.Namespace) -> None:
         for port, request in requests.values():  # warm up both paths (prefix cache, pools)
             await _round(port, request, 2, 1)
 
-        engine_pid = supervisor.pid
         results: dict[int, dict[str, Side]] = {}
-        cpu: dict[str, float] = {"gateway": 0.0, "engine": 0.0}
+        cpu = {"gateway": 0.0}
         for concurrency in args.concurrency:
             sides = results[concurrency] = {"direct": Side(), "gateway": Side()}
             for i in range(args.rounds):
@@ -137,7 +136,7 @@ async def _run(args: argparse.Namespace) -> None:
                     side.tokens += sum(r.completion_tokens or 0 for r in got)
                     side.ttft_s += [r.first_text_s for r in got]
         gw_tokens = sum(s["gateway"].tokens for s in results.values())
-        _report(args, results, startup_s, cpu["gateway"], gw_tokens, model, engine_pid)
+        _report(args, results, startup_s, cpu["gateway"], gw_tokens, model)
     finally:
         if gateway is not None:
             await asyncio.to_thread(stop_process, gateway)
@@ -151,7 +150,6 @@ def _report(
     gateway_cpu_s: float,
     gateway_tokens: int,
     model: str,
-    engine_pid: int | None,
 ) -> None:
     print(
         f"\nMenshen engine benchmark: vLLM CPU, {model}; {os.cpu_count()} CPUs, load average {load_average()}"
@@ -183,8 +181,8 @@ def _report(
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
     print(
         f"\ngateway CPU: {gateway_cpu_s:.2f} s for {gateway_tokens} relayed tokens "
-        f"({gateway_cpu_s / max(gateway_tokens, 1) * 1e6:.0f} us/token) — on this machine it shares the "
-        f"2 cores with the CPU engine, so every gateway CPU second is taken from inference"
+        f"({gateway_cpu_s / max(gateway_tokens, 1) * 1e6:.0f} us/token, per-request work included); with a CPU "
+        f"engine on the same cores every gateway CPU second is taken from inference"
     )
     print("\nTargets:")
     for concurrency, sides in results.items():
@@ -195,12 +193,11 @@ def _report(
             f"  [{verdict(cost < 0.02)}] concurrency {concurrency}: gateway costs {cost:+.1%} of tokens/s (< 2%); "
             f"TTFT {added:+.1f} ms median"
         )
-    del engine_pid
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per path and concurrency")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path and concurrency")
     parser.add_argument("--per-worker", type=int, default=2, help="answers per connection per round")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,8", help="comma list")
