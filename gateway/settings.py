@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     introspection_url: str | None = Field(None, description="RFC 7662 introspection endpoint.")
     introspection_client_id: str | None = Field(None, description="Client id for the introspection endpoint.")
     introspection_client_secret_file: Path | None = Field(None, description="File with its client secret.")
-    auth_issuer: str | None = Field(None, description="iss of the built-in issuer (default http://HOST:PORT).")
+    auth_issuer: str | None = Field(
+        None, description="iss of the built-in issuer (default http://HOST:PORT)."
+    )
     auth_key_file: Path | None = Field(None, description="Built-in issuer's signing keys (default DATA_DIR).")
     auth_secrets_file: Path | None = Field(None, description="Client secret hashes (default DATA_DIR).")
     token_attempts_per_address: str = Field("30/minute", description="Token endpoint attempts per address.")

@@ -32,8 +32,10 @@ def parse_engine_args(pairs: list[str]) -> dict[str, str | bool | None]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip().removeprefix("--")
-        if not sep:
+        if not sep or value.lower() == "true":
             out[name] = True
+        elif value.lower() == "false":
+            out[name] = False
         else:
             out[name] = value if value != "" else None
     return out

@@ -130,8 +130,10 @@ def test_killed_engine_shows_in_readyz_until_restarted(
     engine_gateway: tuple[RunningGateway, str], engine_supervisor: EngineSupervisor, engine_runner: LoopThread
 ) -> None:
     gateway, token = engine_gateway
-    pid, restarts = engine_supervisor.pid, engine_supervisor.restarts
+    sup = engine_supervisor
+    pid, restarts, url, key = sup.pid, sup.restarts, sup.base_url, sup.api_key
     assert pid is not None
+    assert sup.up
     os.kill(pid, signal.SIGKILL)
     assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 503, 10)
     down = httpx.get(gateway.url + "/readyz", timeout=10).json()
@@ -146,6 +148,13 @@ def test_killed_engine_shows_in_readyz_until_restarted(
     )
     assert refused.status_code in (502, 503)
     assert "error" in refused.json()
-    engine_runner.run(engine_supervisor.wait_ready(ENGINE_START_TIMEOUT_S))
+    assert sup.reason is not None
+    engine_runner.run(sup.wait_ready(ENGINE_START_TIMEOUT_S))
     assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 200, 30)
-    assert engine_supervisor.restarts == restarts + 1
+    assert sup.restarts == restarts + 1
+    assert sup.last_exit == -signal.SIGKILL
+    assert sup.pid not in (None, pid)
+    # Same port and key: the gateway's engine client needs no change.
+    assert (sup.base_url, sup.api_key) == (url, key)
+    with openai.OpenAI(base_url=gateway.api, api_key=token, max_retries=0, timeout=120) as client:
+        test_greedy_answer_through_gateway(client, sup)

@@ -1,6 +1,7 @@
-"""The real vLLM CPU engine under the supervisor: answer, key, loopback, abort on disconnect, restart.
+"""The real vLLM CPU engine under the supervisor: answer, key, loopback, abort on disconnect.
 
-One engine per session (``engine_supervisor``); the restart test runs last because it replaces it.
+One engine per session (``engine_supervisor``). The restart is tested through the gateway, in
+``test_gateway_engine.py``, since it kills the session's engine.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from engine import EngineSupervisor
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S, LoopThread
+from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
 
@@ -170,20 +170,3 @@ def test_closing_a_stream_aborts_the_request_within_2s(engine_supervisor: Engine
     closed = time.monotonic()
     assert _wait_for(lambda: _requests_running(engine_supervisor) == 0, 2.0)
     assert time.monotonic() - closed < 2.0
-
-
-def test_killed_engine_is_restarted(engine_supervisor: EngineSupervisor, engine_runner: LoopThread) -> None:
-    sup = engine_supervisor
-    pid, restarts, url, key = sup.pid, sup.restarts, sup.base_url, sup.api_key
-    assert pid is not None
-    assert sup.up
-    os.kill(pid, signal.SIGKILL)
-    assert _wait_for(lambda: not sup.up, 5)
-    assert sup.reason is not None
-    engine_runner.run(sup.wait_ready(ENGINE_START_TIMEOUT_S))
-    assert sup.up
-    assert sup.restarts == restarts + 1
-    assert sup.last_exit == -signal.SIGKILL
-    assert sup.pid not in (None, pid)
-    assert (sup.base_url, sup.api_key) == (url, key)
-    test_greedy_answer_contains_paris(sup)
