@@ -114,9 +114,7 @@ def _finish(response: aiohttp.ClientResponse) -> None:
 class EngineClient:
     """Async client for the engine's OpenAI routes. One instance per process (it owns the pool)."""
 
-    def __init__(self, cfg: EngineClientConfig, transport: object | None = None) -> None:
-        if transport is not None:
-            raise TypeError("EngineClient no longer takes a transport")
+    def __init__(self, cfg: EngineClientConfig) -> None:
         self._cfg = cfg
         self._base = cfg.base_url.rstrip("/")
         self._http: aiohttp.ClientSession | None = None  # created in the running loop, on first use

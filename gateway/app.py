@@ -60,7 +60,6 @@ class AppParts:
     """Optional parts supplied by the caller (``gateway up``, tests) instead of built from settings."""
 
     telemetry: Telemetry | None = None
-    engine_transport: httpx.AsyncBaseTransport | None = None
     supervisor: Any = None
     engine_api_key: str | None = None
     extra_plugins: list[PluginProtocol] = field(default_factory=list)
@@ -137,7 +136,6 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
             first_token_timeout_s=settings.first_token_timeout,
             idle_timeout_s=settings.idle_timeout,
         ),
-        transport=parts.engine_transport,
     )
     state = GatewayState(
         settings=settings,
