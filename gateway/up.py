@@ -70,7 +70,7 @@ def banner(settings: Settings, model: str, token: str | None) -> str:
         "  try:",
         f"  curl -s {url}/v1/chat/completions{auth} \\\n"
         f"  -H 'Content-Type: application/json' \\\n"
-        f'  -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}\'',
+        f'  -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}], "temperature": 0}}\'',
         "",
     ]
     return "\n".join(lines)
