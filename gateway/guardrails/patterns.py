@@ -107,7 +107,9 @@ def _scan(
 ) -> tuple[list[PatternMatch], int]:
     found: list[PatternMatch] = []
     resume = pos
-    for m in pattern.regex.finditer(folded, pos - base, timeout=timeout):
+    # concurrent=False keeps the GIL: a scan is microseconds, and releasing it would make each match wait
+    # for other threads (reloads, exporters), turning a busy process into false timeouts.
+    for m in pattern.regex.finditer(folded, pos - base, timeout=timeout, concurrent=False):
         start, end = m.start() + base, m.end() + base
         if limit is not None and start >= limit:
             break

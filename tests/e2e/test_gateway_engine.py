@@ -135,21 +135,25 @@ def test_killed_engine_shows_in_readyz_until_restarted(
     assert pid is not None
     assert sup.up
     os.kill(pid, signal.SIGKILL)
-    assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 503, 10)
-    down = httpx.get(gateway.url + "/readyz", timeout=10).json()
-    assert down["status"] == "not_ready"
-    assert down["reasons"][0].startswith("engine down")
-    # A call while the engine is down is refused cleanly, never a 500.
-    refused = httpx.post(
-        gateway.api + "/chat/completions",
-        json={"model": engine_supervisor.served_model_name, "messages": [{"role": "user", "content": "hi"}]},
-        headers={"authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert refused.status_code in (502, 503)
-    assert "error" in refused.json()
-    assert sup.reason is not None
-    engine_runner.run(sup.wait_ready(ENGINE_START_TIMEOUT_S))
+    try:
+        assert _wait_for(lambda: not sup.up, 10)
+        down = httpx.get(gateway.url + "/readyz", timeout=10)
+        assert down.status_code == 503
+        assert down.json()["status"] == "not_ready"
+        assert down.json()["reasons"][0].startswith("engine down")
+        # A call while the engine is down is refused cleanly, never a 500.
+        refused = httpx.post(
+            gateway.api + "/chat/completions",
+            json={"model": sup.served_model_name, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert refused.status_code in (502, 503)
+        assert "error" in refused.json()
+        assert sup.reason is not None
+    finally:
+        # Later tests share this engine: always wait for the restart.
+        engine_runner.run(sup.wait_ready(ENGINE_START_TIMEOUT_S))
     assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 200, 30)
     assert sup.restarts == restarts + 1
     assert sup.last_exit == -signal.SIGKILL
