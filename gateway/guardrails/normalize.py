@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -165,6 +166,16 @@ class Normalized:
         return len(self._sep.findall(self._mapped, lo, hi))
 
 
+def _may_hold_astral(text: str) -> bool:
+    """False only when ``text`` certainly has no code point above U+FFFF, in O(1).
+
+    CPython stores a string with 4 bytes per character only when it holds such a code point; 1 or 2 bytes
+    per character plus the header stays below ``4 * len`` for any string longer than a few dozen characters.
+    Short strings, and any other doubt, answer True and take the exact (regex) check.
+    """
+    return sys.getsizeof(text) >= 4 * len(text)
+
+
 class Normalizer:
     """The per-character table, built once per process (see `default_normalizer`)."""
 
@@ -204,7 +215,7 @@ class Normalizer:
     def normalize(self, text: str) -> Normalized:
         # a SKIP sentinel in the input is a control character, i.e. a separator
         mapped = text.replace(SKIP, SEP) if SKIP in text else text
-        if self._astral.search(mapped) is not None:
+        if _may_hold_astral(mapped) and self._astral.search(mapped) is not None:
             mapped = self._astral.sub(self._translate, mapped)
         if self._changed_run.search(mapped) is not None:
             mapped = self._changed_run.sub(self._translate, mapped)
