@@ -65,6 +65,17 @@ class EngineCommand:
     served_model_name: str
 
 
+# What both Qwen3-8B GPU profiles share; they differ in weights and dtype.
+_QWEN3_GPU_ARGS: Mapping[str, ArgValue] = MappingProxyType(
+    {
+        "max-model-len": 16384,
+        "gpu-memory-utilization": 0.90,
+        "enable-prefix-caching": True,
+        "reasoning-parser": "qwen3",
+        "disable-uvicorn-access-log": True,
+    }
+)
+
 # Per-token KV cache of Qwen3-8B: 36 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes = 144 KiB.
 _QWEN3_8B = EngineProfile(
     name="qwen3-8b",
@@ -79,16 +90,7 @@ _QWEN3_8B = EngineProfile(
         "L40S) leave room for dozens of concurrent sequences. Host RAM: about 20 GiB while loading."
     ),
     min_memory_gib=24.0,
-    args=MappingProxyType(
-        {
-            "dtype": "bfloat16",
-            "max-model-len": 16384,
-            "gpu-memory-utilization": 0.90,
-            "enable-prefix-caching": True,
-            "reasoning-parser": "qwen3",
-            "disable-uvicorn-access-log": True,
-        }
-    ),
+    args=MappingProxyType({"dtype": "bfloat16", **_QWEN3_GPU_ARGS}),
     env=MappingProxyType({"HF_HUB_OFFLINE": "1"}),
 )
 
@@ -106,17 +108,7 @@ _QWEN3_8B_AWQ = EngineProfile(
         "quantization=awq_marlin for faster kernels."
     ),
     min_memory_gib=12.0,
-    args=MappingProxyType(
-        {
-            "quantization": "awq",
-            "dtype": "float16",
-            "max-model-len": 16384,
-            "gpu-memory-utilization": 0.90,
-            "enable-prefix-caching": True,
-            "reasoning-parser": "qwen3",
-            "disable-uvicorn-access-log": True,
-        }
-    ),
+    args=MappingProxyType({"quantization": "awq", "dtype": "float16", **_QWEN3_GPU_ARGS}),
     env=MappingProxyType({"HF_HUB_OFFLINE": "1"}),
 )
 

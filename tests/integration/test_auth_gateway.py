@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from gateway.auth.keystore import KeyFile, mint_token, signing_key
 from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.harness import RunningGateway, gateway_settings, run_gateway
+from tests.logcapture import Logs, RawCapture
 
 AUDIENCE = "menshen"
 DEFAULT_REPLY = "Hello from the fake engine."
@@ -406,27 +406,6 @@ def test_idp_and_builtin_tokens_are_both_accepted_at_once(
 # --- logs ---------------------------------------------------------------------------------------------------
 
 
-class Capture(logging.Handler):
-    """Raw, unscrubbed records from the gateway's threads (server and workers, not the test's client)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.threadName != threading.main_thread().name:
-            self.lines.append(f"{record.name} {record.msg!r} {record.args!r} {record.exc_text or ''}")
-
-
-@dataclass
-class Logs:
-    raw: Capture
-    rendered: io.StringIO
-
-    def text(self) -> str:
-        return "\n".join(self.raw.lines) + "\n" + self.rendered.getvalue()
-
-
 @pytest.fixture
 def captured_logs(mixed_gateway: RunningGateway) -> Iterator[Logs]:
     """The production logging set-up (``configure_logging``, as ``gateway serve``) at DEBUG into a buffer,
@@ -441,7 +420,7 @@ def captured_logs(mixed_gateway: RunningGateway) -> Iterator[Logs]:
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
     ]
     saved_libs = [(lib, list(lib.handlers), lib.level, lib.propagate) for lib in libs]
-    rendered, raw = io.StringIO(), Capture()
+    rendered, raw = io.StringIO(), RawCapture()
     configure_logging("DEBUG", stream=rendered)
     root.addHandler(raw)
     try:

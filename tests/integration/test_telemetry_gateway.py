@@ -52,6 +52,7 @@ from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
 from tests.harness import DEFAULT_POLICIES, RunningGateway, free_port, gateway_settings, run_gateway, wait_for
+from tests.logcapture import Logs, RawCapture
 
 MODEL = "qwen3-8b"
 SERVER_SPAN = "POST /v1/chat/completions"
@@ -205,31 +206,6 @@ def _labels(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: 
 
 
 # --- logs ----------------------------------------------------------------------------------------------
-
-
-class RawCapture(logging.Handler):
-    """Unscrubbed records of the gateway and fake engine threads (the test's own client excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.threadName != threading.main_thread().name:
-            self.lines.append(f"{record.name} {record.getMessage()} {record.args!r} {record.exc_text or ''}")
-
-
-@dataclass
-class Logs:
-    raw: RawCapture
-    rendered: io.StringIO
-
-    def text(self) -> str:
-        return "\n".join(self.raw.lines) + "\n" + self.rendered.getvalue()
-
-    def access(self) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.rendered.getvalue().splitlines() if line.startswith("{")]
-        return [line for line in lines if line.get("logger") == "menshen.access"]
 
 
 class _NotMainThread(logging.Filter):
