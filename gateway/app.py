@@ -210,9 +210,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     if issuer is not None:
         route_handlers.append(oauth_router(issuer))
     plugins: list[PluginProtocol] = list(parts.extra_plugins)
-    otel = telemetry.litestar_plugin()
-    if otel is not None:
-        plugins.append(otel)
+    otel = telemetry.litestar_middleware()
     return Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -222,6 +220,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=[lifespan],
         plugins=plugins,
+        middleware=[otel] if otel is not None else [],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         # The gateway configures logging itself (JSON with the scrubber); Litestar's default would replace it.

@@ -29,8 +29,8 @@ from gateway.telemetry.spans import (
     engine_span,
     extract_context,
     inject_traceparent,
-    set_request_attributes,
-    set_response_attributes,
+    request_attributes,
+    response_attributes,
 )
 from gateway.telemetry.tracing import TracingConfig, TracingConfigError, setup_tracing
 
@@ -68,8 +68,8 @@ __all__ = [
     "load_or_create_key",
     "log_access",
     "redact",
-    "set_request_attributes",
-    "set_response_attributes",
+    "request_attributes",
+    "response_attributes",
     "setup_tracing",
     "verify",
 ]

@@ -19,10 +19,11 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.spans import (
     MENSHEN_CLIENT_ID,
     MENSHEN_POLICY_VERSION,
+    Attributes,
     add_decision_event,
     inject_traceparent,
-    set_request_attributes,
-    set_response_attributes,
+    request_attributes,
+    response_attributes,
 )
 
 
@@ -48,21 +49,24 @@ class Recorder:
             record.status = error.status
             record.error = str(error.code) if error.code is not None else error.type
             span.set_status(Status(StatusCode.ERROR, record.error))
-        self._request_attributes(span, record)
+        if span.is_recording():
+            span.set_attributes(_request_attributes(record))
         self._close(record)
 
     def finish_stream(self, record: RequestRecord, span: object, error: GatewayError | None) -> None:
         """A relayed stream ended (done, cut, failed or disconnected). ``span`` is the stream span."""
         server = _server_span(record)
-        self._request_attributes(server, record)
-        set_response_attributes(
-            server,
-            input_tokens=record.prompt_tokens,
-            output_tokens=record.completion_tokens,
-            finish_reasons=[record.finish_reason] if record.finish_reason else (),
-            ttft_s=record.ttft_s,
-        )
-        if isinstance(span, Span):
+        if server.is_recording():
+            server.set_attributes(
+                response_attributes(
+                    _request_attributes(record),
+                    input_tokens=record.prompt_tokens,
+                    output_tokens=record.completion_tokens,
+                    finish_reasons=[record.finish_reason] if record.finish_reason else (),
+                    ttft_s=record.ttft_s,
+                )
+            )
+        if isinstance(span, Span) and span.is_recording():
             for decision in record.decisions:
                 if decision.where != "input":
                     add_decision_event(span, decision)
@@ -76,26 +80,6 @@ class Recorder:
             client=record.client_id, input_tokens=record.prompt_tokens, output_tokens=record.completion_tokens
         )
         self._close(record)
-
-    def _request_attributes(self, span: Span, record: RequestRecord) -> None:
-        if not span.is_recording():
-            return
-        if record.model is None or record.operation not in ("chat", "text_completion"):
-            # Refused before the body was read (auth, size): who and under which policy still matter.
-            span.set_attribute(MENSHEN_CLIENT_ID, record.client_id)
-            if record.policy_version is not None:
-                span.set_attribute(MENSHEN_POLICY_VERSION, record.policy_version)
-            return
-        set_request_attributes(
-            span,
-            operation="chat" if record.operation == "chat" else "text_completion",
-            model=record.model,
-            max_tokens=record.max_tokens,
-            temperature=record.temperature,
-            stream=record.stream,
-            client_id=record.client_id,
-            policy_version=record.policy_version,
-        )
 
     def _close(self, record: RequestRecord) -> None:
         metrics = self.metrics
@@ -150,6 +134,24 @@ class Recorder:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+
+
+def _request_attributes(record: RequestRecord) -> Attributes:
+    if record.model is None or record.operation not in ("chat", "text_completion"):
+        # Refused before the body was read (auth, size): who and under which policy still matter.
+        attrs: Attributes = {MENSHEN_CLIENT_ID: record.client_id}
+        if record.policy_version is not None:
+            attrs[MENSHEN_POLICY_VERSION] = record.policy_version
+        return attrs
+    return request_attributes(
+        operation="chat" if record.operation == "chat" else "text_completion",
+        model=record.model,
+        max_tokens=record.max_tokens,
+        temperature=record.temperature,
+        stream=record.stream,
+        client_id=record.client_id,
+        policy_version=record.policy_version,
+    )
 
 
 def _server_span(record: RequestRecord) -> Span:

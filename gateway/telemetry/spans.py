@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from gateway import __version__
 from gateway.telemetry.scrub import redact
 
 if TYPE_CHECKING:
-    from litestar.plugins.opentelemetry import OpenTelemetryPlugin
+    from litestar.middleware.base import DefineMiddleware
 
     from gateway.guardrails.pipeline import Decision
 
@@ -75,8 +76,10 @@ def extract_context(headers: Mapping[str, str]) -> Context:
     return _W3C.extract(headers)
 
 
-def set_request_attributes(
-    span: Span,
+Attributes = dict[str, str | int | float | bool | list[str]]
+
+
+def request_attributes(
     *,
     operation: Operation,
     model: str,
@@ -85,14 +88,9 @@ def set_request_attributes(
     stream: bool | None = None,
     client_id: str | None = None,
     policy_version: str | None = None,
-) -> None:
-    if not span.is_recording():
-        return
-    attrs: dict[str, str | int | float | bool] = {
-        GEN_AI_OPERATION_NAME: operation,
-        GEN_AI_PROVIDER_NAME: "vllm",
-        GEN_AI_REQUEST_MODEL: model,
-    }
+) -> Attributes:
+    """GenAI request attributes of the server span (``gen_ai.provider.name`` is on the engine span)."""
+    attrs: Attributes = {GEN_AI_OPERATION_NAME: operation, GEN_AI_REQUEST_MODEL: model}
     if max_tokens is not None:
         attrs[GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
     if temperature is not None:
@@ -103,11 +101,11 @@ def set_request_attributes(
         attrs[MENSHEN_CLIENT_ID] = client_id
     if policy_version is not None:
         attrs[MENSHEN_POLICY_VERSION] = policy_version
-    span.set_attributes(attrs)
+    return attrs
 
 
-def set_response_attributes(
-    span: Span,
+def response_attributes(
+    attrs: Attributes,
     *,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
@@ -115,10 +113,8 @@ def set_response_attributes(
     ttft_s: float | None = None,
     response_model: str | None = None,
     response_id: str | None = None,
-) -> None:
-    if not span.is_recording():
-        return
-    attrs: dict[str, str | int | float | Sequence[str]] = {}
+) -> Attributes:
+    """``attrs`` with the GenAI response attributes added; one ``set_attributes`` call sets them all."""
     if input_tokens is not None:
         attrs[GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
     if output_tokens is not None:
@@ -131,7 +127,18 @@ def set_response_attributes(
         attrs[GEN_AI_RESPONSE_MODEL] = response_model
     if response_id is not None:
         attrs[GEN_AI_RESPONSE_ID] = response_id
-    span.set_attributes(attrs)
+    return attrs
+
+
+@lru_cache(maxsize=8)
+def _server_attributes(server_url: str) -> tuple[tuple[str, str | int], ...]:
+    url = urlsplit(server_url)
+    attrs: list[tuple[str, str | int]] = []
+    if url.hostname:
+        attrs.append((SERVER_ADDRESS, url.hostname))
+    if url.port:
+        attrs.append((SERVER_PORT, url.port))
+    return tuple(attrs)
 
 
 @contextmanager
@@ -142,20 +149,14 @@ def engine_span(
 
     Inject the trace context *inside* it, so the engine's spans become its children.
     """
-    with tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT) as span:
-        if span.is_recording():
-            attrs: dict[str, str | int] = {
-                GEN_AI_OPERATION_NAME: operation,
-                GEN_AI_PROVIDER_NAME: "vllm",
-                GEN_AI_REQUEST_MODEL: model,
-            }
-            if server_url:
-                url = urlsplit(server_url)
-                if url.hostname:
-                    attrs[SERVER_ADDRESS] = url.hostname
-                if url.port:
-                    attrs[SERVER_PORT] = url.port
-            span.set_attributes(attrs)
+    attrs: dict[str, str | int] = {
+        GEN_AI_OPERATION_NAME: operation,
+        GEN_AI_PROVIDER_NAME: "vllm",
+        GEN_AI_REQUEST_MODEL: model,
+    }
+    if server_url:
+        attrs.update(_server_attributes(server_url))
+    with tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attrs) as span:
         yield span
 
 
@@ -198,26 +199,25 @@ class Telemetry:
     def enabled(self) -> bool:
         return self.provider is not None
 
-    def litestar_plugin(self) -> OpenTelemetryPlugin | None:
-        """Server span per request through Litestar's own plugin; ``None`` when tracing is off.
+    def litestar_middleware(self) -> DefineMiddleware | None:
+        """The server-span middleware of Litestar's OpenTelemetry plugin; ``None`` when tracing is off.
 
-        Probes and ``/metrics`` are excluded, and so are the per-message ASGI send/receive
-        spans (an SSE stream would otherwise make one span per chunk). The plugin needs the
-        ``opentelemetry-instrumentation-asgi`` package.
+        Passed in the app's ``middleware`` list, Litestar wraps it in its ``OpenTelemetryPlugin`` around
+        the whole app (the plugin's own ``middleware`` property ignores ``middleware_class``). Probes and
+        ``/metrics`` are excluded.
         """
         if self.provider is None:
             return None
-        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-        from opentelemetry.metrics import NoOpMeterProvider
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig
+
+        from gateway.telemetry.server_span import ServerSpanMiddleware
 
         config = OpenTelemetryConfig(
-            tracer_provider=self.provider,
-            # Metrics are prometheus-client's job; keep the ASGI middleware from making its own.
-            meter_provider=NoOpMeterProvider(),
+            tracer=self.tracer,
             exclude=[f"^{re.escape(p)}$" for p in EXCLUDED_PATHS],
-            exclude_spans=["receive", "send"],
+            middleware_class=ServerSpanMiddleware,
         )
-        return OpenTelemetryPlugin(config)
+        return config.middleware
 
     @contextmanager
     def phase(self, name: str) -> Iterator[Span]:
@@ -264,12 +264,13 @@ __all__ = [
     "SPAN_AUTH",
     "SPAN_INPUT_GUARD",
     "SPAN_STREAM",
+    "Attributes",
     "Operation",
     "Telemetry",
     "add_decision_event",
     "engine_span",
     "extract_context",
     "inject_traceparent",
-    "set_request_attributes",
-    "set_response_attributes",
+    "request_attributes",
+    "response_attributes",
 ]

@@ -27,8 +27,8 @@ from gateway.telemetry import (
     add_decision_event,
     extract_context,
     inject_traceparent,
-    set_request_attributes,
-    set_response_attributes,
+    request_attributes,
+    response_attributes,
     setup_tracing,
 )
 
@@ -127,15 +127,17 @@ def _one_request(telemetry: Telemetry) -> dict[str, str]:
     with telemetry.tracer.start_as_current_span(
         "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
     ) as s:
-        set_request_attributes(s, operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
+        attrs = request_attributes(operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
         with telemetry.engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)
         with telemetry.phase(SPAN_STREAM) as stream:
             add_decision_event(
                 stream, Decision("words.x", "secret", "block", "enforce", "output", 3, 22, matched=MATCHED)
             )
-        set_response_attributes(
-            s, input_tokens=9, output_tokens=5, finish_reasons=["content_filter"], ttft_s=0.05
+        s.set_attributes(
+            response_attributes(
+                attrs, input_tokens=9, output_tokens=5, finish_reasons=["content_filter"], ttft_s=0.05
+            )
         )
     return upstream
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -63,7 +64,7 @@ def test_body_over_limit(gateway: RunningGateway) -> None:
 
 
 def test_body_over_limit_chunked(gateway: RunningGateway) -> None:
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         yield b'{"model": "qwen3-8b", "messages": [{"role": "user", "content": "'
         for _ in range(300):
             yield b"a" * 4096

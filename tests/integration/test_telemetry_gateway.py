@@ -307,7 +307,7 @@ def test_streamed_chat_span_tree_and_genai_attributes(
     assert 0 < ttft * 1e9 < (server.end_time or 0) - (server.start_time or 0)
     assert attrs["menshen.client_id"] == "anonymous"
     assert attrs["menshen.policy.version"] == policy_version
-    assert attrs["http.status_code"] == 200
+    assert attrs["http.response.status_code"] == 200
     engine_attrs = dict(spans[ENGINE_SPAN].attributes or {})
     assert engine_attrs["gen_ai.request.model"] == MODEL
     assert engine_attrs["server.port"] == fake_engine.port
@@ -355,7 +355,7 @@ def test_blocked_input_carries_the_decision_event_on_the_input_guard_span(
     attrs = dict(event.attributes or {})
     assert (attrs["menshen.rule"], attrs["menshen.where"]) == ("secrets.api_key", "input")
     assert (attrs["menshen.offset.start"], attrs["menshen.offset.end"]) == (10, 10 + len(key))
-    assert dict(server.attributes or {})["http.status_code"] == 400
+    assert dict(server.attributes or {})["http.response.status_code"] == 400
     assert key not in "".join(s.to_json() for s in traced.spans())
 
 
@@ -676,7 +676,7 @@ def test_one_access_log_line_per_request(fake_engine: FakeEngine, traced: Traced
     assert {line["trace_id"] for line in access} == set(by_trace)
     for line in access:
         server = by_trace[line["trace_id"]]
-        assert line["status"] == dict(server.attributes or {})["http.status_code"]
+        assert line["status"] == dict(server.attributes or {})["http.response.status_code"]
         assert line["client_id"] == "anonymous"
         assert line["method"] == "POST"
         assert line["path"] == "/v1/chat/completions"

@@ -106,8 +106,8 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
         Telemetry,
         add_decision_event,
         inject_traceparent,
-        set_request_attributes,
-        set_response_attributes,
+        request_attributes,
+        response_attributes,
     )
 
     class Encode(SpanExporter):
@@ -127,9 +127,11 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
             stream = t.tracer.start_span(SPAN_STREAM)
             add_decision_event(stream, decision)
             stream.end()
-            set_request_attributes(s, operation="chat", model="qwen3-8b", max_tokens=256, client_id="a")
-            set_response_attributes(
-                s, input_tokens=10, output_tokens=100, finish_reasons=["stop"], ttft_s=0.1
+            attrs = request_attributes(operation="chat", model="qwen3-8b", max_tokens=256, client_id="a")
+            s.set_attributes(
+                response_attributes(
+                    attrs, input_tokens=10, output_tokens=100, finish_reasons=["stop"], ttft_s=0.1
+                )
             )
         m.observe_request(route="/v1/chat/completions", status=200, client="a", duration_s=0.5)
         m.observe_ttft(route="/v1/chat/completions", seconds=0.1)

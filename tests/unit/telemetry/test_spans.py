@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-import pytest
-from opentelemetry.trace import SpanKind
+from collections.abc import Iterator
+
+from litestar.response import Stream
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.guardrails.pipeline import Decision
 from gateway.telemetry import (
@@ -14,8 +17,8 @@ from gateway.telemetry import (
     add_decision_event,
     extract_context,
     inject_traceparent,
-    set_request_attributes,
-    set_response_attributes,
+    request_attributes,
+    response_attributes,
 )
 
 from .conftest import Traced
@@ -32,8 +35,7 @@ def _request(t: Telemetry) -> dict[str, str]:
     with t.tracer.start_as_current_span(
         "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
     ) as server:
-        set_request_attributes(
-            server,
+        attrs = request_attributes(
             operation="chat",
             model="qwen3-8b",
             max_tokens=256,
@@ -61,8 +63,10 @@ def _request(t: Telemetry) -> dict[str, str]:
                     detail=(("list", "projects"), ("score", 0.9), ("note", MATCHED)),
                 ),
             )
-        set_response_attributes(
-            server, input_tokens=31, output_tokens=42, finish_reasons=["content_filter"], ttft_s=0.182
+        server.set_attributes(
+            response_attributes(
+                attrs, input_tokens=31, output_tokens=42, finish_reasons=["content_filter"], ttft_s=0.182
+            )
         )
     return upstream
 
@@ -139,7 +143,7 @@ def test_decision_event_carries_ids_and_offsets_never_the_text(traced: Traced) -
 def test_disabled_telemetry_is_a_silent_no_op() -> None:
     t = Telemetry(None)
     assert t.enabled is False
-    assert t.litestar_plugin() is None
+    assert t.litestar_middleware() is None
     upstream = _request(t)
     # Nothing is recorded, but the client's own context passes through unchanged.
     assert upstream == {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
@@ -157,8 +161,8 @@ def test_current_trace_id_inside_a_span(traced: Traced) -> None:
 
 
 async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Traced) -> None:
-    pytest.importorskip("opentelemetry.instrumentation.asgi")
     from litestar import Litestar, get
+    from litestar.plugins.opentelemetry import OpenTelemetryPlugin
     from litestar.testing import AsyncTestClient
 
     @get("/v1/models", sync_to_thread=False)
@@ -169,14 +173,47 @@ async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Trace
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    plugin = traced.telemetry.litestar_plugin()
-    assert plugin is not None
-    app = Litestar(route_handlers=[models, healthz], plugins=[plugin])
+    @get("/broken", sync_to_thread=False)
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    @get("/stream", sync_to_thread=False)
+    def stream() -> Stream:
+        def chunks() -> Iterator[bytes]:
+            # The server span is current while the body is produced, and still open.
+            yield format(trace.get_current_span().get_span_context().span_id, "016x").encode()
+            yield b"|end"
+
+        return Stream(chunks())
+
+    middleware = traced.telemetry.litestar_middleware()
+    assert middleware is not None
+    app = Litestar(route_handlers=[models, healthz, broken, stream], middleware=[middleware])
+    assert isinstance(app.plugins.get(OpenTelemetryPlugin), OpenTelemetryPlugin)
     async with AsyncTestClient(app) as client:
-        headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+        headers = {
+            "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+            "authorization": "Bearer secret-token-value",
+            "user-agent": "OpenAI/Python 2.8.1",
+        }
         assert (await client.get("/v1/models", headers=headers)).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/broken")).status_code == 500
+        streamed = (await client.get("/stream")).text
     spans = traced.exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["GET /v1/models"]
-    assert spans[0].kind is SpanKind.SERVER
-    assert format(spans[0].context.trace_id, "032x") == CLIENT_TRACE
+    assert [s.name for s in spans] == ["GET /v1/models", "GET /broken", "GET /stream"]
+    models_span, broken_span, stream_span = spans
+    assert models_span.kind is SpanKind.SERVER
+    assert format(models_span.context.trace_id, "032x") == CLIENT_TRACE
+    assert models_span.parent is not None and format(models_span.parent.span_id, "016x") == CLIENT_SPAN
+    attrs = dict(models_span.attributes or {})
+    assert attrs["http.request.method"] == "GET"
+    assert attrs["http.route"] == attrs["url.path"] == "/v1/models"
+    assert attrs["http.response.status_code"] == 200
+    assert attrs["user_agent.original"] == "OpenAI/Python 2.8.1"
+    assert "secret-token-value" not in models_span.to_json()
+    assert models_span.status.status_code is StatusCode.UNSET
+    assert dict(broken_span.attributes or {})["http.response.status_code"] == 500
+    assert broken_span.status.status_code is StatusCode.ERROR
+    assert broken_span.parent is None, "no traceparent: a new trace"
+    assert streamed == f"{stream_span.context.span_id:016x}|end"
