@@ -300,7 +300,7 @@ async def test_every_slot_is_released_after_mixed_endings(
     engine: FakeEngine, bundle: Bundle, replicas: list[GatewayProcess], rdb: redis.Redis
 ) -> None:
     kinds = ("stream", "json", "http_error", "mid_error", "guardrail", "disconnect")
-    total = 204
+    total = 1002  # the issue asks for 1,000 mixed requests; a multiple of the six kinds
     apply_limits(bundle, replicas, GENEROUS)
     gate = asyncio.Semaphore(16)  # well under the concurrency limit: no request is refused
 
