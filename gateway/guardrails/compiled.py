@@ -16,6 +16,8 @@ from gateway.guardrails.verdict import Hit, Verdict, strongest
 from gateway.guardrails.words import WordMatcher, words_of
 from gateway.policy.sections import ALL_WHERE, PatternRule, PolicyBundle, Where, WordRule
 
+_START_MEMO = 8192  # distinct characters remembered by `start_mask` (Chinese text uses a few thousand)
+
 
 class GuardrailsCompileError(ValueError):
     """The guardrails section cannot be compiled; ``problems`` lists every reason."""
@@ -72,6 +74,23 @@ class CompiledGuardrails:
         self.timeout = timeout
         self.max_pattern_chars = max_pattern_chars
         self._views = views
+        self._start_bits: dict[str, int] = {}  # a memo: character -> patterns it can start (see start_mask)
+
+    def start_mask(self, folded: str) -> int:
+        """Bit ``i`` set when a character of ``folded`` can start a match of pattern ``i``."""
+        memo = self._start_bits
+        mask = 0
+        for ch in folded:
+            bits = memo.get(ch)
+            if bits is None:
+                if len(memo) >= _START_MEMO:
+                    memo.clear()
+                bits = sum(
+                    1 << i for i, p in enumerate(self.patterns) if p.starts is None or p.starts.match(ch)
+                )
+                memo[ch] = bits
+            mask |= bits
+        return mask
 
     def view(self, client_id: str | None, where: str) -> RuleView:
         return self._views.get((client_id, where)) or self._views[(None, where)]

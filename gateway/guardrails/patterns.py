@@ -5,6 +5,10 @@ fold is one character for one, so match offsets are offsets into the original te
 
 A pattern that times out never hangs the gateway: the scan reports a timed-out match over the
 scanned span and the rule fails closed (see `compiled`).
+
+On a stream, `advance` uses the `regex` module's partial matching to tell which matches are final:
+one whose every path of the matcher stays inside the text is, and the earliest position from which
+a path reaches the end of the text (a match still in progress) is where the stream holds back.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import regex
+from regex import Pattern
 
+from gateway.guardrails.syntax import read_syntax
 from gateway.guardrails.validators import VALIDATORS
 
 _FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")
 TIMEOUT_ATTEMPTS = 3  # a scan fails closed only when every attempt times out
+_PLAIN_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.ASCII | regex.VERSION0
 
 
 @functools.cache
@@ -38,9 +45,14 @@ def fold_width(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPattern:
+    """``starts``: one character a match can start with (None: any); ``reach``: see `_reach_from`
+    (None: partial matching is not sound for this pattern, see `syntax`)."""
+
     rule: int
     regex: regex.Pattern[str]
     validate: Callable[[str], bool] | None
+    starts: Pattern[str] | None = None  # `Pattern`: the field ``regex`` hides the module here
+    reach: Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +67,15 @@ class PatternMatch:
 
 def compile_pattern(rule: int, pattern: str, ignore_case: bool, validator: str | None) -> CompiledPattern:
     flags = regex.IGNORECASE if ignore_case else 0
-    return CompiledPattern(rule, regex.compile(pattern, flags), VALIDATORS[validator] if validator else None)
+    compiled = regex.compile(pattern, flags)
+    syntax = read_syntax(pattern)
+    starts = None if syntax.starts is None else regex.compile(syntax.starts, flags)
+    reach = None
+    if syntax.partial and not compiled.flags & ~_PLAIN_FLAGS:
+        # the pattern, then a character that can never match: no complete match, only partial ones,
+        # which show where a path of the pattern reaches the end of the text
+        reach = regex.compile(f"(?:{pattern})(?=[\\s\\S])(?!)", flags)
+    return CompiledPattern(rule, compiled, VALIDATORS[validator] if validator else None, starts, reach)
 
 
 def scan_text(patterns: tuple[CompiledPattern, ...], text: str, timeout: float) -> list[PatternMatch]:
@@ -123,10 +143,82 @@ def _scan(
     return found, resume
 
 
+def advance(
+    pattern: CompiledPattern,
+    index: int,
+    folded: str,
+    base: int,
+    pos: int,
+    settled: int,
+    timeout: float,
+) -> tuple[list[PatternMatch], int]:
+    """Final matches from ``pos`` on a text that may still grow, and where the first open one starts.
+
+    ``folded`` (starting at absolute ``base``) is the text so far; a scan resumes at ``pos``. Matches
+    starting before the returned point are known and final whatever text follows; a match from that
+    point on may still appear or change. Matches starting before ``settled`` count as final anyway:
+    `max_pattern_chars` bounds what a pattern reads, and so the hold-back. A search that times out on
+    every attempt fails closed, as in `scan_from`: a timed-out match over the rest of the text.
+
+    Where partial matching is not sound, every match from ``settled`` on stays open: the point is the
+    first character from there that can start a match.
+    """
+    found: list[PatternMatch] = []
+    if pos < settled:
+        found, pos = scan_from(pattern, index, folded, base, pos, settled, timeout)
+        if found and found[-1].timed_out:
+            return found, pos
+    end = base + len(folded)
+    reach = pattern.reach
+    if reach is None:
+        if pattern.starts is None:
+            return found, pos
+        m = pattern.starts.search(folded, pos - base)
+        return found, end if m is None else m.start() + base
+    while True:
+        try:
+            # a complete match, if there is one, comes first; else the leftmost match still in progress
+            m = _search(pattern.regex, folded, pos - base, timeout)
+            if m is None:
+                return found, end
+            if m.partial:
+                return found, m.start() + base
+            # a complete match: is it final? Only once no path of the matcher reaches the end of the text
+            # (a longer match, a look-ahead), and an earlier match in progress may have been passed over
+            hold = _reach_from(reach, folded, base, pos, timeout)
+        except TimeoutError:
+            found.append(PatternMatch(index, pos, max(end, pos + 1), timed_out=True))
+            return found, end
+        if hold <= pos:
+            return found, pos
+        more, pos = scan_from(pattern, index, folded, base, pos, hold, timeout)
+        found += more
+        if pos <= hold:  # also after a timed-out scan, which resumes at its limit
+            return found, pos
+        # the match in progress lay inside a final match, which the scan resumes after
+
+
+def _reach_from(reach: regex.Pattern[str], folded: str, base: int, pos: int, timeout: float) -> int:
+    """The leftmost position from ``pos`` where a path of the pattern reaches the end of the text."""
+    m = _search(reach, folded, pos - base, timeout)
+    return base + (len(folded) if m is None else m.start())
+
+
+def _search(rx: regex.Pattern[str], folded: str, pos: int, timeout: float) -> regex.Match[str] | None:
+    """A partial-matching search, retried like `scan_from`; raises TimeoutError when every attempt does."""
+    for _ in range(TIMEOUT_ATTEMPTS - 1):
+        try:
+            return rx.search(folded, pos, partial=True, timeout=timeout, concurrent=False)
+        except TimeoutError:
+            continue
+    return rx.search(folded, pos, partial=True, timeout=timeout, concurrent=False)
+
+
 __all__ = [
     "TIMEOUT_ATTEMPTS",
     "CompiledPattern",
     "PatternMatch",
+    "advance",
     "compile_pattern",
     "fold_width",
     "scan_from",

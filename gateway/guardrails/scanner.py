@@ -7,9 +7,16 @@ Invariant: every hit that starts before the release point ``r`` is known. Text b
   automaton's depth), so at most ``longest word - 1`` normalised characters plus the separators
   between them are held. A complete Latin-script word at the tail is held until the next character
   shows whether a word boundary follows.
-- Patterns: a match starting more than ``max_pattern_chars`` before the end can no longer change,
-  so patterns are scanned in steps of `PATTERN_STEP` characters over that settled region and hold
-  back between ``max_pattern_chars - 1`` and that plus the step.
+- Patterns: ``r`` is the start of the earliest match that more text could still make, lengthen or
+  undo: a position from which some path of the pattern reads up to the end of the text, found with
+  the `regex` module's partial matching (`patterns.advance`). Text that cannot be part of a match is
+  released at once (Chinese prose under the default rules; an English word once the space after it
+  shows it is no e-mail address); a phone number is held from its first digit until the text after
+  it settles it. Each pattern resumes from its own open point, and a chunk none of whose characters can
+  start a match costs a few dictionary look-ups (`CompiledGuardrails.start_mask`). A pattern that
+  partial matching cannot judge (see `syntax`) is held from its first possible start character.
+  Either way a match starting ``max_pattern_chars`` or more before the end counts as final (patterns
+  must fit in it), which bounds the hold-back.
 
 A block stops at the leftmost enforced block hit once every hit starting before it is known, so the
 released text, the masks and the decisions are the same however the text was split.
@@ -20,13 +27,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.guardrails.normalize import SEP, SKIP
-from gateway.guardrails.patterns import fold_width, scan_from
+from gateway.guardrails.patterns import advance, fold_width, scan_from
 from gateway.guardrails.pipeline import CheckResult, Decision, DeltaField, Stop
 
 if TYPE_CHECKING:
     from gateway.guardrails.compiled import CompiledGuardrails, RuleView
 
-PATTERN_STEP = 16
 LOOKBEHIND_CHARS = 32  # context kept before a pattern scan position for look-behinds
 _TRIM_SLACK = 512
 
@@ -54,8 +60,8 @@ class FieldScanner:
 
     __slots__ = (
         "_base", "_block", "_end", "_folded", "_g", "_gap", "_k", "_known", "_masks", "_n", "_nbase",
-        "_ngap", "_norig", "_pending", "_pnext", "_pq", "_raw", "_released", "_seen", "_stopped", "_table",
-        "_view", "_where",
+        "_ngap", "_norig", "_pbits", "_pending", "_pmin", "_pnext", "_raw", "_released", "_seen", "_stopped",
+        "_table", "_view", "_where",
     )  # fmt: skip
 
     def __init__(self, guardrails: CompiledGuardrails, view: RuleView, where: str) -> None:
@@ -77,9 +83,10 @@ class FieldScanner:
         self._gap = 0
         self._k = 0
         self._pending: list[tuple[int, int, int]] = []
-        # patterns: settled point and where each pattern resumes
-        self._pq = 0
+        # patterns: where each pattern's scan resumes (its earliest open match), and the least of them
         self._pnext = [0] * len(view.patterns)
+        self._pmin = 0
+        self._pbits = sum(1 << i for i in view.patterns)
         # hits known but not yet released; enforced masks; leftmost enforced block (start, end, rule)
         self._known: list[Decision] = []
         self._seen: set[tuple[int, int, int]] = set()
@@ -94,12 +101,12 @@ class FieldScanner:
         start = self._end
         self._raw += text
         self._end += len(text)
-        if self._view.patterns:
-            self._folded += fold_width(text)
         if self._view.words:
             self._feed_words(text, start)
-        if self._view.patterns and self._end - self._g.max_pattern_chars + 1 - self._pq >= PATTERN_STEP:
-            self._scan_patterns(self._end - self._g.max_pattern_chars + 1)
+        if self._view.patterns:
+            folded = fold_width(text)
+            self._folded += folded
+            self._feed_patterns(folded, start)
         return self._release(self._release_point())
 
     def finish(self) -> CheckResult:
@@ -108,7 +115,7 @@ class FieldScanner:
         if self._view.words:
             self._resolve_pending(final=True)
         if self._view.patterns:
-            self._scan_patterns(None)
+            self._finish_patterns()
         result = self._release(self._end)
         self._stopped = True
         return result
@@ -201,17 +208,37 @@ class FieldScanner:
         for r in self._g.words.rules[w]:
             self._add(r, start, end, timed_out=False)
 
-    def _scan_patterns(self, limit: int | None) -> None:
+    def _feed_patterns(self, folded: str, start: int) -> None:
+        """Advance each pattern over the new text ``folded`` (from ``start``) to its earliest open match."""
         g = self._g
+        end = self._end
+        pnext = self._pnext
+        can_start = g.start_mask(folded)
+        if self._pmin >= start and not can_start & self._pbits:
+            self._pnext = [end] * len(pnext)  # nothing open, and nothing can start in this text
+            self._pmin = end
+            return
+        settled = end - g.max_pattern_chars + 1
         for slot, index in enumerate(self._view.patterns):
-            pos = max(self._pnext[slot], self._pq)
-            if limit is not None and pos >= limit:
+            pos = pnext[slot]
+            if pos >= start and not can_start >> index & 1:
+                pnext[slot] = end
                 continue
             pattern = g.patterns[index]
-            found, self._pnext[slot] = scan_from(pattern, 0, self._folded, self._base, pos, limit, g.timeout)
+            found, pnext[slot] = advance(pattern, 0, self._folded, self._base, pos, settled, g.timeout)
             for m in found:
                 self._add(pattern.rule, m.start, m.end, timed_out=m.timed_out)
-        self._pq = self._end if limit is None else limit
+        self._pmin = min(pnext)
+
+    def _finish_patterns(self) -> None:
+        g = self._g
+        for slot, index in enumerate(self._view.patterns):
+            pattern = g.patterns[index]
+            found, _ = scan_from(pattern, 0, self._folded, self._base, self._pnext[slot], None, g.timeout)
+            for m in found:
+                self._add(pattern.rule, m.start, m.end, timed_out=m.timed_out)
+        self._pnext = [self._end] * len(self._pnext)
+        self._pmin = self._end
 
     def _add(self, rule: int, start: int, end: int, *, timed_out: bool) -> None:
         view = self._view
@@ -241,7 +268,7 @@ class FieldScanner:
         if self._pending:
             r = min(r, self._norig[self._pending[0][1] - self._nbase])
         if self._view.patterns:
-            r = min(r, self._pq)
+            r = min(r, self._pmin)
         return max(r, self._released)
 
     def _hold(self) -> int:
@@ -288,7 +315,7 @@ class FieldScanner:
     def _trim(self) -> None:
         keep = self._released
         if self._view.patterns:
-            keep = min(keep, min(self._pnext, default=self._pq), self._pq) - LOOKBEHIND_CHARS
+            keep = min(keep, self._pmin) - LOOKBEHIND_CHARS
         cut = keep - self._base
         if cut > _TRIM_SLACK:
             self._raw = self._raw[cut:]
@@ -326,4 +353,4 @@ class GuardrailStream:
         return CheckResult("") if scanner is None else scanner.finish()
 
 
-__all__ = ["LOOKBEHIND_CHARS", "PATTERN_STEP", "FieldScanner", "GuardrailStream", "mask_spans"]
+__all__ = ["LOOKBEHIND_CHARS", "FieldScanner", "GuardrailStream", "mask_spans"]

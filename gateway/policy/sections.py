@@ -171,8 +171,10 @@ class GuardrailsSection(Strict):
         64,
         ge=8,
         le=1024,
-        description="Longest text a pattern reads from a match start, look-ahead included. Streams hold back "
-        "this many characters while pattern rules apply, so keep pattern quantifiers bounded by it.",
+        description="Longest text a pattern reads from a match start, look-ahead included; keep pattern "
+        "quantifiers bounded by it. Streams hold back text only from where a match may still be in "
+        "progress (a number's first digit, say), and never more than this: a match that starts this "
+        "far before the end of the text so far counts as final.",
     )
     rules: list[Rule] = Field(default_factory=list)
 

@@ -147,6 +147,8 @@ def main() -> None:
         ("words, Chinese", g_words, stream_text),
         ("words, English", g_words, english),
         ("words + PII, Chinese", g_pii, stream_text),
+        # every word could begin an e-mail address: the pattern rules' partial-match path on each delta
+        ("words + PII, English", g_pii, english),
     ):
         costs = chunk_costs(g, sample, rng)
         costs.sort()

@@ -83,3 +83,25 @@ def test_a_pattern_that_times_out_fails_closed(build: Build) -> None:
         result = check.finish("content")
     assert result.stop is not None
     assert result.stop.extension["rule"] == "p.slow"
+
+
+@pytest.mark.parametrize("pattern", ["(?:a+)+b", "(a+)+b"])  # judged by partial matching, and not
+def test_a_pattern_that_times_out_fails_closed_in_a_stream_of_small_chunks(
+    build: Build, pattern: str
+) -> None:
+    guard = build(
+        [{"id": "p.slow", "kind": "pattern", "category": "c", "action": "flag", "pattern": pattern}],
+        pattern_timeout_ms=1,
+    )
+    check = guard.stream_check(None)
+    released = ""
+    for _ in range(100):
+        result = check.feed("content", "a" * 50)
+        released += result.text
+        if result.stop is not None:
+            break
+    else:
+        result = check.finish("content")
+    assert result.stop is not None
+    assert result.stop.extension["rule"] == "p.slow"
+    assert released == ""

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.guardrails import CompiledGuardrails, Decision, mask_spans
-from tests.unit.guardrails.conftest import Build, build_guardrails, stream
+from gateway.guardrails import CompiledGuardrails, Decision, GuardrailStream, compile_guardrails, mask_spans
+from gateway.policy.loader import load_bundle
+from tests.unit.guardrails.conftest import DEFAULT_BUNDLE, Build, build_guardrails, stream
 
 RULES = [
     {
@@ -106,6 +107,109 @@ def test_patterns_are_held_back_then_masked(default_guardrails: CompiledGuardrai
     assert sum(len(r) for r in released[:-1]) > len(text) - default_guardrails.max_pattern_chars - 16
 
 
+# --- pattern hold-back: only from where a match could be in progress ----------------------------
+
+
+def _held(check: GuardrailStream, chunks: list[str]) -> list[tuple[str, str]]:
+    """Feed chunks one by one: (released now, what the stream has seen and not released yet)."""
+    seen, out, steps = "", "", []
+    for chunk in chunks:
+        seen += chunk
+        out += check.feed("content", chunk).text
+        steps.append((out, seen[len(out) :]))
+    return steps
+
+
+def test_prose_without_pattern_characters_is_released_at_once(default_guardrails: CompiledGuardrails) -> None:
+    check = default_guardrails.stream_check(None)
+    assert check.feed("content", "这是一段很普通的回答文本，").text == "这是一段很普通的回答文本，"
+    # a Latin word could be the start of an e-mail address: held until the character after it
+    assert check.feed("content", "Hello").text == ""
+    assert check.feed("content", " world").text == "Hello "
+    assert check.feed("content", "。").text == "world。"
+
+
+@pytest.mark.parametrize("number", ["13812345678", "+86 13812345678", "zhang.san@corp.example.cn"])
+def test_a_match_arriving_one_character_at_a_time(
+    default_guardrails: CompiledGuardrails, number: str
+) -> None:
+    text = "请联系 " + number + "，谢谢"
+    steps = _held(default_guardrails.stream_check(None), list(text))
+    start = len("请联系 ")
+    end = start + len(number)
+    # text before the match is released as it comes; nothing of the match while it is in progress
+    assert [out for out, _ in steps[:end]] == [text[: min(i + 1, start)] for i in range(end)]
+    # the character after the match shows it is complete: released masked at once
+    out, held = steps[start + len(number)]
+    assert out == "请联系 " + "*" * len(number) + "，"
+    assert held == ""
+
+
+def test_a_phone_number_split_across_chunks(default_guardrails: CompiledGuardrails) -> None:
+    check = default_guardrails.stream_check(None)
+    assert check.feed("content", "电话是1381").text == "电话是"
+    assert check.feed("content", "2345").text == ""
+    assert check.feed("content", "678").text == ""  # complete, but a further digit would undo it
+    assert check.feed("content", "，好").text == "*" * 11 + "，好"
+
+
+def test_text_ending_while_a_match_is_open(default_guardrails: CompiledGuardrails) -> None:
+    check = default_guardrails.stream_check(None)
+    assert check.feed("content", "电话13812345678").text == "电话"
+    assert check.finish("content").text == "*" * 11
+    check = default_guardrails.stream_check(None)
+    assert check.feed("content", "编号1381234").text == "编号"
+    assert check.finish("content").text == "1381234"
+
+
+def test_a_candidate_that_does_not_match_is_released(default_guardrails: CompiledGuardrails) -> None:
+    check = default_guardrails.stream_check(None)
+    text = "订单号 1381234567890"  # 13 digits: not a mobile number, too short for a card
+    assert check.feed("content", text).text == "订单号 "
+    result = check.feed("content", " 已发货")
+    assert result.text == "1381234567890 已发货"
+    assert result.decisions is None
+    # a card number failing the Luhn check is held while it could grow, then released as it is
+    check = default_guardrails.stream_check(None)
+    assert check.feed("content", "卡 4111 1111 1111 1112").text == "卡 "
+    assert check.feed("content", "。").text == "4111 1111 1111 1112。"
+
+
+def test_hold_back_is_bounded_by_max_pattern_chars(build: Build) -> None:
+    # a pattern longer than max_pattern_chars breaks the contract; the hold-back stays bounded anyway
+    guard = build(
+        [{"id": "p.long", "category": "c", "action": "mask", "pattern": "<[a-z]{1,200}>"}],
+        max_pattern_chars=16,
+    )
+    steps = _held(guard.stream_check(None), list("<" + "a" * 100 + ">!"))
+    assert max(len(held) for _, held in steps) == 15
+    # text that cannot start a match is never held
+    assert all(held == "" for _, held in _held(guard.stream_check(None), list("a>" * 20)))
+
+
+def test_a_long_digit_run_is_held_only_while_it_could_be_a_number(
+    default_guardrails: CompiledGuardrails,
+) -> None:
+    steps = _held(default_guardrails.stream_check(None), list("1" * 100))
+    # an e-mail address's local part has 20 characters at most (a card 19 digits): the 21st shows the
+    # run is neither, and nothing is held after it
+    assert [len(held) for _, held in steps[:22]] == [*range(1, 21), 0, 0]
+    assert all(held == "" for _, held in steps[20:])
+
+
+def test_patterns_the_partial_matcher_cannot_judge_hold_from_their_start_character(build: Build) -> None:
+    guard = build(
+        [{"id": "p.b", "category": "c", "action": "mask", "pattern": r"\bdemo\b"}], max_pattern_chars=16
+    )
+    check = guard.stream_check(None)
+    assert check.feed("content", "这是 ").text == "这是 "
+    # word boundaries test the end of the text unseen by partial matching: a possible match is held from
+    # its first character until it is max_pattern_chars old
+    assert check.feed("content", "a demo").text == "a "
+    assert check.feed("content", " " * 6).text == ""
+    assert check.feed("content", " " * 10).text == "****" + " " * 16
+
+
 # --- split invariance ------------------------------------------------------------------------------
 
 FRAGMENTS = [
@@ -113,6 +217,7 @@ FRAGMENTS = [
     "confidential", "assistant", "青龙", " ", "  ", "，", "\u200b", "\u00ad", "￥", "\n", "a", "x", "好",
     "的",
     "13812345678", "4111 1111 1111 1111", "11010519491231002X", "a.b@example.com", "sk-", "1", "@", "ﬁ",
+    "+86 ", "zhang.san@corp.example.cn", "b", "c", "bc", "9", "-", "\u3000", "１３８", "sk-abcdef",
 ]  # fmt: skip
 
 
@@ -141,20 +246,29 @@ def _guards() -> list[CompiledGuardrails]:
         {"id": "p.card", "category": "pii", "action": "flag", "pattern": card, "validator": "luhn"},
         {"id": "p.key", "category": "s", "action": "block", "pattern": r"sk-[a-z]{3,12}"},
     ]
+    # patterns whose complete matches more text can still change, and ones partial matching cannot judge
+    edges = [
+        {"id": "p.alt", "category": "c", "action": "mask", "pattern": r"abc|b"},
+        {"id": "p.longer", "category": "c", "action": "block", "pattern": r"a(?:bcdef|bc)"},
+        {"id": "p.bound", "category": "c", "action": "flag", "pattern": r"\bdemo\b"},
+        {"id": "p.end", "category": "c", "action": "flag", "pattern": r"[0-9]{2}$"},
+    ]
     return [
         build_guardrails(RULES),
-        build_guardrails(RULES + patterns, max_pattern_chars=24, max_separator_gap=1),
+        build_guardrails(RULES + patterns, max_pattern_chars=40, max_separator_gap=1),
+        compile_guardrails(load_bundle(DEFAULT_BUNDLE).bundle),
+        build_guardrails(RULES + edges, max_pattern_chars=16),
     ]
 
 
 GUARDS = _guards()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=30),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40),
-    which=st.sampled_from([0, 1]),
+    which=st.sampled_from([0, 1, 2, 3]),
 )
 def test_split_invariance(parts: list[str], cuts: list[int], which: int) -> None:
     g = GUARDS[which]
