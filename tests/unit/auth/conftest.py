@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from tests.unit.auth.helpers import Clock, JwksServer
 
@@ -20,6 +20,11 @@ def ec_key() -> ECKey:
 
 
 @pytest.fixture(scope="session")
+def okp_key() -> OKPKey:
+    return OKPKey.generate_key("Ed25519", parameters={"kid": "ed1", "use": "sig"})
+
+
+@pytest.fixture(scope="session")
 def attacker_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": "rsa1"})
 
@@ -30,8 +35,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def jwks_server(rsa_key: RSAKey, ec_key: ECKey) -> JwksServer:
-    return JwksServer([rsa_key, ec_key])
+def jwks_server(rsa_key: RSAKey, ec_key: ECKey, okp_key: OKPKey) -> JwksServer:
+    return JwksServer([rsa_key, ec_key, okp_key])
 
 
 @pytest.fixture

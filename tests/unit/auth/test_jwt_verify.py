@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import warnings
 
 import httpx
 import pytest
 import time_machine
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from gateway.auth.errors import AuthError
 from gateway.auth.jwt import IssuerTrust, JwtVerifier
@@ -52,6 +54,29 @@ async def test_valid_rs256_es256_ps256_tokens_verify(
         assert principal.client_id == "billing"
         assert principal.scopes == {"chat", "models"}
         assert principal.issuer == ISS
+
+
+@pytest.mark.parametrize("alg", ["Ed25519", "EdDSA"])
+async def test_ed25519_verifies_only_where_configured(
+    http: httpx.AsyncClient, clock: Clock, okp_key: OKPKey, ec_key: ECKey, alg: str
+) -> None:
+    # RFC 9864 names the algorithm Ed25519 and deprecates the polymorphic EdDSA; both are accepted if listed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # joserfc warns when *signing* with EdDSA
+        token = sign(okp_key, alg, claims())
+    default, _ = make_verifier(http, clock)
+    await rejected(default, token, "alg_not_allowed")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with_ed, _ = make_verifier(http, clock, algorithms=frozenset({"ES256", alg}))
+    # Configuring the deprecated name warns once, at start-up, not per request.
+    assert [w.category for w in caught] == ([SecurityWarning] if alg == "EdDSA" else [])
+    assert (await with_ed.verify(token)).client_id == "billing"
+    assert (await with_ed.verify(sign(ec_key, "ES256", claims()))).client_id == "billing"
+    # The Ed25519 header on a token the EC key signed, under the EC key's kid: refused.
+    forged = sign(ec_key, "ES256", claims()).split(".")
+    forged[0] = b64json({"alg": alg, "kid": "ec1", "typ": "JWT"})
+    await rejected(with_ed, ".".join(forged), "bad_signature")
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
