@@ -232,7 +232,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
 async def _refresh_gauges(state: GatewayState, interval_s: float = 5.0) -> None:
     """Gauges read from other parts' state (engine, limiter), so that every scrape path sees them."""
     metrics = state.recorder.metrics
-    restarts_seen = 0
+    restarts_seen = undone_seen = undo_failed_seen = 0
     while True:
         supervisor = state.supervisor
         if supervisor is not None:
@@ -242,7 +242,12 @@ async def _refresh_gauges(state: GatewayState, interval_s: float = 5.0) -> None:
                 restarts_seen = supervisor.restarts
         else:
             metrics.set_engine_up(await state.engine.health() is None)
-        metrics.set_redis_fallback(state.limiter.status().degraded)
+        status = state.limiter.status()
+        metrics.set_redis_fallback(status.degraded)
+        # Counters from the limiter's running totals: only what happened since the last look is added.
+        metrics.ratelimit_undo.labels(result="undone").inc(status.undone - undone_seen)
+        metrics.ratelimit_undo.labels(result="failed").inc(status.undo_failures - undo_failed_seen)
+        undone_seen, undo_failed_seen = status.undone, status.undo_failures
         await asyncio.sleep(interval_s)
 
 

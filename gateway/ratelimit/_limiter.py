@@ -4,6 +4,9 @@ One admission is one atomic storage call that checks and charges every request w
 the tokens and takes a concurrency lease, or charges nothing. Settling refunds the unused part of
 the reservation and frees the lease. Leases are heartbeated by one task per limiter, so a replica
 that dies stops refreshing and its leases expire after ``lease_ttl_s``.
+
+A Redis admission that times out or loses its connection may still have run. The limiter then
+answers as for any Redis failure, and undoes it in the background (lua/cancel.lua).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.policy.sections import TierLimits
 
@@ -26,14 +31,20 @@ from ._errors import LimiterUnavailable, RateLimited
 from ._headers import rate_headers, retry_after_s
 from ._memory import MemoryStore
 from ._plan import Outcome, Plan, WindowState, compile_plan
-from ._redis import RedisStore
-from ._store import Store, client_base
+from ._redis import CANCEL_TIMEOUT_S, RedisStore
+from ._store import AdmissionCancelled, Store, client_base
 
 T = TypeVar("T")
 OnRedisError = Literal["fail_open", "fail_closed"]
 
 # What a sick Redis raises: redis-py errors, socket errors, and our per-command timeout.
-_STORAGE_ERRORS = (RedisError, OSError, TimeoutError)
+_STORAGE_ERRORS = (RedisError, OSError, TimeoutError, AdmissionCancelled)
+# Failures after which the call may have reached Redis and run there (builtin TimeoutError is an OSError).
+_UNDO_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Pauses between the attempts of an undo: three attempts, all well within the marker's TTL.
+_UNDO_BACKOFF_S = (0.1, 0.4)
+# A burst of timeouts must not turn into a flood of cancels against a Redis that is already sick.
+_UNDO_PENDING_MAX = 1024
 _PLAN_CACHE_MAX = 4096
 
 log = logging.getLogger("gateway.ratelimit")
@@ -47,6 +58,8 @@ class LimiterStatus:
     degraded: bool  # shared storage failing: fail_open serves local limits, fail_closed refuses
     fallbacks: int  # admissions served by the local fallback limiter
     storage_errors: int  # failed storage calls (admit, settle, heartbeat)
+    undone: int  # admissions that ran in Redis although their reply was lost, since undone
+    undo_failures: int  # undos given up (every attempt failed, too many pending, or shutdown)
     leases_held: int  # concurrency leases this replica holds now
     local_entries: int  # live windows and lease sets in this process's memory store
 
@@ -126,8 +139,12 @@ class RateLimiter:
         self._degraded = False
         self._fallbacks = 0
         self._errors = 0
+        self._undone = 0
+        self._undo_failures = 0
+        self._undo_warned_at = -float("inf")
         self._heartbeat: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # storage calls off the caller's task
+        self._undos: set[asyncio.Task[None]] = set()  # kept apart: they may retry for seconds
         self._closed = False
 
     # --- status ------------------------------------------------------------------------------
@@ -146,6 +163,8 @@ class RateLimiter:
             degraded=self._degraded,
             fallbacks=self._fallbacks,
             storage_errors=self._errors,
+            undone=self._undone,
+            undo_failures=self._undo_failures,
             leases_held=sum(len(ids) for by_base in self._held.values() for ids in by_base.values()),
             local_entries=len(self._shared) if isinstance(self._shared, MemoryStore) else len(self._fallback),
         )
@@ -179,7 +198,8 @@ class RateLimiter:
         if plan.empty:
             return Admission(None, None, "", None, 0, None, None)
         reserve = max(0, reserve_tokens) if plan.tokens else 0
-        lease_id = f"{self._replica}:{next(self._ids)}" if plan.concurrency else ""
+        # every admission gets an id, lease or not: it also names the admission's undo marker
+        lease_id = f"{self._replica}:{next(self._ids)}"
         base = client_base(self._config.key_prefix, client_id)
 
         store = self._shared
@@ -205,7 +225,7 @@ class RateLimiter:
         if plan.concurrency:
             self._held.setdefault(store, {}).setdefault(base, set()).add(lease_id)
             self._ensure_heartbeat()
-        return Admission(self, store, base, plan, reserve, lease_id or None, outcome)
+        return Admission(self, store, base, plan, reserve, lease_id, outcome)
 
     async def _admit_shared(self, base: str, plan: Plan, reserve: int, lease_id: str) -> Outcome:
         store = self._shared
@@ -214,22 +234,74 @@ class RateLimiter:
         # redis-py can lose a cancellation that lands mid-command (redis/redis-py#2028), which would
         # leave a disconnected client's task running. The call runs in its own task instead; if the
         # caller is cancelled meanwhile, whatever it admitted is released once it completes.
-        call = self._spawn(store.admit(base, plan, reserve, lease_id, self._lease_ttl_ms))
+        call = self._spawn(self._admit_or_undo(store, base, plan, reserve, lease_id))
         try:
             return await asyncio.shield(call)
         except asyncio.CancelledError:
             call.add_done_callback(lambda done: self._release_orphan(done, base, plan, reserve, lease_id))
             raise
 
+    async def _admit_or_undo(
+        self, store: Store, base: str, plan: Plan, reserve: int, lease_id: str
+    ) -> Outcome:
+        try:
+            return await store.admit(base, plan, reserve, lease_id, self._lease_ttl_ms)
+        except _UNDO_ERRORS:
+            # the script may have run although its reply never came: whatever it charged is undone
+            # in the background, while the caller answers as for any Redis failure
+            if store.undoable:
+                self._schedule_undo(store, base, plan, lease_id)
+            raise
+
     def _release_orphan(
         self, done: asyncio.Task[Outcome], base: str, plan: Plan, reserve: int, lease_id: str
     ) -> None:
         if done.cancelled() or done.exception() is not None:
-            return  # exception() marks a storage error as retrieved; nothing was admitted we know of
+            return  # exception() marks a storage error as retrieved; a lost reply is already being undone
         outcome = done.result()
         if outcome.admitted:
             starts = tuple(s.start for s in outcome.tokens)
-            self._spawn(self._settle_quietly(self._shared, base, plan, lease_id or None, starts, -reserve))
+            self._spawn(self._settle_quietly(self._shared, base, plan, lease_id, starts, -reserve))
+
+    # --- undo of admissions whose reply was lost ---------------------------------------------
+
+    def _schedule_undo(self, store: Store, base: str, plan: Plan, lease_id: str) -> None:
+        if len(self._undos) >= _UNDO_PENDING_MAX:
+            self._undo_failed("too many pending")
+            return
+        task = asyncio.get_running_loop().create_task(self._undo(store, base, plan, lease_id))
+        self._undos.add(task)
+        task.add_done_callback(self._undos.discard)
+
+    async def _undo(self, store: Store, base: str, plan: Plan, lease_id: str) -> None:
+        """Cancel one admission, retrying a few times; never raises (failures are logged and counted).
+        A cancel is idempotent, so a retry after a lost reply cannot give anything back twice."""
+        try:
+            for pause in (*_UNDO_BACKOFF_S, None):
+                try:
+                    if await store.cancel(base, plan, lease_id):
+                        self._undone += 1
+                    return
+                except _STORAGE_ERRORS as exc:
+                    if pause is None:
+                        self._undo_failed(type(exc).__name__)
+                        return
+                await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            self._undo_failed("shutdown")
+            raise
+
+    def _undo_failed(self, why: str) -> None:
+        self._undo_failures += 1
+        now = time.monotonic()
+        if now - self._undo_warned_at >= self._config.probe_interval_s:  # one line per interval at most
+            self._undo_warned_at = now
+            log.warning(
+                "could not undo a rate-limit admission whose reply was lost (%s); its charge stays until "
+                "its windows end (%d undos failed so far)",
+                why,
+                self._undo_failures,
+            )
 
     def _plan(self, limits: TierLimits) -> Plan:
         plan = self._plans.get(limits)
@@ -269,14 +341,14 @@ class RateLimiter:
     async def _settle(
         self, store: Store, base: str, plan: Plan, lease_id: str | None, starts: tuple[int, ...], delta: int
     ) -> None:
-        if lease_id is not None:
+        if lease_id is not None and plan.concurrency:
             by_base = self._held.get(store, {})
             ids = by_base.get(base)
             if ids is not None:
                 ids.discard(lease_id)
                 if not ids:
                     del by_base[base]
-        if lease_id is None and delta == 0:
+        if not (plan.concurrency or delta or store.undoable):  # no lease, no refund, no marker to delete
             return
         if not store.suspends:  # in-process: nothing to interrupt, no task needed
             await self._settle_quietly(store, base, plan, lease_id, starts, delta)
@@ -329,14 +401,21 @@ class RateLimiter:
             log.warning("rate limiter storage failed during %s (%s); degraded", during, type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Stop the heartbeat, wait for pending settles, close the storage connection."""
+        """Stop the heartbeat, wait for pending settles and (briefly) undos, close the storage."""
         self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
-        if self._tasks:
+        while self._tasks:  # bounded by the command timeout; an admission ending now may add an undo
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._undos:
+            # an undo may retry for seconds against a sick Redis: give it one attempt's time, then drop
+            # it (counted and logged) rather than hold up the shutdown
+            _, pending = await asyncio.wait(set(self._undos), timeout=CANCEL_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._shared.aclose()
 
 

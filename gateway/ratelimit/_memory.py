@@ -22,6 +22,7 @@ def _monotonic_ms() -> int:
 
 class MemoryStore:
     suspends = False  # does admit() await I/O (and so can be interrupted)?
+    undoable = False  # an in-process admission cannot lose its reply: no markers, nothing to cancel
     kind = "memory"
 
     def __init__(self, clock_ms: Callable[[], int] = _monotonic_ms) -> None:
@@ -113,6 +114,9 @@ class MemoryStore:
                 # only the window the reservation was taken in; a restarted window is not touched
                 if entry is not None and entry[1] == start and now < entry[2]:
                     entry[0] = max(entry[0] + token_delta, 0)
+
+    async def cancel(self, base: str, plan: Plan, lease_id: str) -> bool:
+        return False
 
     async def refresh(self, base: str, lease_ids: Collection[str], lease_ttl_ms: int) -> None:
         leases = self._leases.get(lease_key(base))

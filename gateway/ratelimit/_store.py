@@ -37,11 +37,23 @@ def token_key(base: str, length_s: int) -> str:
     return f"{base}t:{length_s}"
 
 
+def undo_key(base: str, lease_id: str) -> str:
+    """Marker of one admission (what cancel.lua needs to undo it), or its tombstone."""
+    return f"{base}u:{lease_id}"
+
+
+class AdmissionCancelled(Exception):
+    """The storage refused an admission that a cancel had reached first; nothing was charged."""
+
+
 class Store(Protocol):
     """One backend. Each method is one atomic step; `admit` writes nothing unless it admits."""
 
     kind: str
-    suspends: bool
+    suspends: bool  # does admit() await I/O (and so can be interrupted)?
+    # can admit() fail after the storage applied it (a lost reply)? Then admit leaves an undo marker,
+    # settle deletes it, and cancel undoes the admission through it.
+    undoable: bool
 
     async def admit(
         self, base: str, plan: Plan, tokens: int, lease_id: str, lease_ttl_ms: int
@@ -50,6 +62,11 @@ class Store(Protocol):
     async def settle(
         self, base: str, plan: Plan, lease_id: str | None, token_delta: int, starts: tuple[int, ...]
     ) -> None: ...
+
+    async def cancel(self, base: str, plan: Plan, lease_id: str) -> bool:
+        """Undo the admission ``lease_id`` if it was applied, else make sure it never charges.
+        True when an applied admission was undone."""
+        ...
 
     async def refresh(self, base: str, lease_ids: Collection[str], lease_ttl_ms: int) -> None: ...
 

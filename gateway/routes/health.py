@@ -46,6 +46,8 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
             "storage": limiter.storage,
             "degraded": limiter.degraded,
             "fallbacks": limiter.fallbacks,
+            "undone": limiter.undone,
+            "undo_failures": limiter.undo_failures,
         },
     }
     return ASGIResponse(

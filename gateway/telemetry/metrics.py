@@ -154,6 +154,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.ratelimit_undo = Counter(
+            "ratelimit_undo",
+            "Redis admissions whose reply was lost, by result (undone, failed).",
+            ["result"],
+            namespace=ns,
+            registry=reg,
+        )
         self.audit_failures = Counter(
             "audit_failures", "Audit records that could not be written.", namespace=ns, registry=reg
         )

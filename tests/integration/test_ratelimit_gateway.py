@@ -453,7 +453,8 @@ def test_fail_open_falls_back_to_local_limits_and_reports_it(engine: FakeEngine,
             assert statuses == [200, 200, 200, 429]
             ready = httpx.get(gateway.url + "/readyz", timeout=5).json()
             assert ready["status"] == "degraded"
-            assert ready["ratelimit"] == {"storage": "redis", "degraded": True, "fallbacks": 4}
+            limiter = ready["ratelimit"]
+            assert (limiter["storage"], limiter["degraded"], limiter["fallbacks"]) == ("redis", True, 4)
             assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
 
             def fallback_metric() -> bool:
@@ -474,5 +475,42 @@ def test_fail_open_falls_back_to_local_limits_and_reports_it(engine: FakeEngine,
             assert set(seen) <= {200, 429}  # local refusals until Redis is tried again
             ready = httpx.get(gateway.url + "/readyz", timeout=5).json()
             assert ready["status"] == "ready" and ready["ratelimit"]["degraded"] is False
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
+def test_an_admission_answered_too_late_is_undone(
+    engine: FakeEngine, tmp_path: Path, rdb: redis.Redis, mode: str
+) -> None:
+    requests = ANONYMOUS_BASE + "r:3600"
+
+    def keys() -> set[str]:
+        return {k.decode() for k in rdb.scan_iter(match=ANONYMOUS_BASE + "*")}
+
+    proxy = ProxyThread()
+    try:
+        with _outage_gateway(tmp_path, engine, proxy.url, mode, {"requests": "100/hour"}) as gateway:
+            assert _chat(gateway).status_code == 200  # counted in Redis
+            wait_for(lambda: keys() == {requests}, within=5.0)  # settled: its undo marker is gone
+            # Redis runs the next admission, but its answer comes after the gateway's 500 ms timeout
+            proxy.proxy.delay_next_reply(1.5)
+            r = _chat(gateway)
+            assert r.status_code == (503 if mode == "fail_closed" else 200)  # fail_open: local limits
+            # undone in the background: the count is back at 1 and nothing else is left (a cancel that
+            # had not found the admission's marker would have left a tombstone)
+            wait_for(lambda: keys() == {requests} and window_count(rdb, requests) == 1, within=5.0)
+            # and it stays that way once the late answer has arrived (and been dropped)
+            time.sleep(1.2)
+            assert keys() == {requests}
+            assert window_count(rdb, requests) == 1
+            limiter = httpx.get(gateway.url + "/readyz", timeout=5).json()["ratelimit"]
+            assert (limiter["undone"], limiter["undo_failures"]) == (1, 0)
+
+            def undo_metric() -> bool:  # the gauges loop copies the limiter's totals every 5 s
+                text = httpx.get(gateway.url + "/metrics", timeout=5).text
+                return 'menshen_ratelimit_undo_total{result="undone"} 1.0' in text
+
+            wait_for(undo_metric, within=8.0, interval=0.2)
     finally:
         proxy.close()

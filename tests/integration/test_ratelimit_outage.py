@@ -1,20 +1,38 @@
-"""Redis outages: refused connections and a Redis that accepts but never answers.
+"""Redis outages: refused connections, a Redis that accepts but never answers, and one whose answer
+comes after the command timeout.
 
 fail_closed raises LimiterUnavailable (503); fail_open falls back to per-replica limits and reports
-degraded. Nothing else escapes, and no call waits much longer than the command timeout.
+degraded. Nothing else escapes, and no call waits much longer than the command timeout. An admission
+that ran in Redis although its answer came too late is undone in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from gateway.policy.sections import TierLimits
-from gateway.ratelimit import LimiterUnavailable, OnRedisError, RateLimitConfig, RateLimited, RateLimiter
-from tests.unit.ratelimit.support import REDIS_URL, RedisProxy, free_port, purge, unique_prefix
+from gateway.ratelimit import (
+    Admission,
+    LimiterUnavailable,
+    OnRedisError,
+    RateLimitConfig,
+    RateLimited,
+    RateLimiter,
+)
+from tests.unit.ratelimit.support import (
+    REDIS_URL,
+    RedisProxy,
+    free_port,
+    purge,
+    redis_keys,
+    redis_state,
+    unique_prefix,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -40,9 +58,13 @@ def limiter_at(url: str, prefix: str, **config: float) -> RateLimiter:
 
 
 async def timed_admit(limiter: RateLimiter, mode: OnRedisError) -> tuple[float, object]:
+    return await timed(limiter.admit("alice", LIMITS, 0, mode))
+
+
+async def timed(admission: Awaitable[object]) -> tuple[float, object]:
     start = time.perf_counter()
     try:
-        result: object = await limiter.admit("alice", LIMITS, 0, mode)
+        result: object = await admission
     except (LimiterUnavailable, RateLimited) as exc:
         result = exc
     return time.perf_counter() - start, result
@@ -142,3 +164,82 @@ async def test_lease_of_a_dead_replica_expires(prefix: str) -> None:
         await admission.settle(0)
     finally:
         await alive.aclose()
+
+
+# --- an answer that comes too late: the admission ran in Redis, the limiter gave up on it ----------
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"condition not met within {within} s"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
+async def test_an_admission_answered_too_late_is_undone(
+    prefix: str, proxy: RedisProxy, mode: OnRedisError
+) -> None:
+    limits = TierLimits(requests="3/minute;100/hour", tokens="1000/minute", concurrency=2)
+    # 200 ms rather than 50: the proxy shares this loop on a busy 2-core box
+    limiter = limiter_at(proxy.url, prefix, command_timeout_ms=200, probe_interval_s=0.3)
+    try:
+        assert await limiter.warm_up()
+        held = await limiter.admit("alice", limits, 200, mode)  # on Redis, still in flight
+        before = await redis_state(prefix)
+
+        proxy.delay_next_reply(1.0)  # Redis runs the admission; its answer is held past the timeout
+        elapsed, late = await timed(limiter.admit("alice", limits, 300, mode))
+        assert elapsed < 0.8  # the command timeout, not the late answer
+        if mode == "fail_closed":
+            assert isinstance(late, LimiterUnavailable)
+        else:
+            assert isinstance(late, Admission)  # served by the local limiter
+            assert limiter.fallbacks == 1
+        assert limiter.degraded
+
+        await eventually(lambda: limiter.status().undone == 1)
+        # as if it had never run: counts, tokens and the lease set are back, its marker is gone (a
+        # cancel that found no marker would have left a tombstone, so it did run)
+        assert await redis_state(prefix) == before
+        assert limiter.status().undo_failures == 0
+
+        await asyncio.sleep(0.35)  # the probe interval: back on Redis, which counts alice's two admissions
+        again = await limiter.admit("alice", limits, 100, mode)
+        assert not limiter.degraded
+        assert again.headers["x-ratelimit-remaining-requests"] == "1"
+        assert again.headers["x-ratelimit-remaining-tokens"] == str(1000 - 200 - 100)
+        for admission in (held, again, late):
+            if isinstance(admission, Admission):
+                await admission.settle(0)
+        assert not [k for k in await redis_keys(prefix) if ":u:" in k or k.endswith(":c")]
+    finally:
+        await limiter.aclose()
+
+
+async def test_an_undo_that_cannot_reach_redis_is_counted_and_logged(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = limiter_at(f"redis://127.0.0.1:{free_port()}/15", prefix)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
+            _, result = await timed(limiter.admit("alice", LIMITS, 0, "fail_closed"))
+            assert isinstance(result, LimiterUnavailable)
+            # three quick attempts against a refused port, then it gives up: never raised
+            await eventually(lambda: limiter.status().undo_failures == 1)
+        assert limiter.status().undone == 0
+        assert any("could not undo" in r.getMessage() for r in caplog.records)
+    finally:
+        await limiter.aclose()
+
+
+async def test_shutdown_does_not_wait_long_for_undos(prefix: str, proxy: RedisProxy) -> None:
+    limiter = limiter_at(proxy.url, prefix, command_timeout_ms=50)
+    assert await limiter.warm_up()
+    proxy.blackhole = True  # the admission and every attempt to undo it hang
+    _, result = await timed(limiter.admit("alice", LIMITS, 0, "fail_closed"))
+    assert isinstance(result, LimiterUnavailable)
+    started = time.perf_counter()
+    await limiter.aclose()
+    assert time.perf_counter() - started < 2.0  # one undo attempt's time (1 s), not all of them
+    assert limiter.status().undo_failures == 1

@@ -42,6 +42,25 @@ async def redis_keys(prefix: str) -> dict[str, int]:
         await client.aclose()
 
 
+async def redis_state(prefix: str) -> dict[str, object]:
+    """Every key under ``prefix`` with its content (hash fields, sorted set members, string value),
+    to compare what Redis holds before and after an operation."""
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        state: dict[str, object] = {}
+        async for key in client.scan_iter(match=prefix + "*", count=1000):
+            kind = await client.type(key)
+            if kind == "hash":
+                state[key] = await client.hgetall(key)
+            elif kind == "zset":
+                state[key] = sorted(await client.zrange(key, 0, -1))
+            else:
+                state[key] = await client.get(key)
+        return state
+    finally:
+        await client.aclose()
+
+
 async def purge(prefix: str) -> None:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
@@ -62,10 +81,14 @@ def free_port() -> int:
 @dataclass
 class RedisProxy:
     """TCP proxy to Redis. ``blackhole = True`` keeps accepting and reading but never answers,
-    like a hung Redis; ``False`` forwards again (new connections work at once)."""
+    like a hung Redis; ``False`` forwards again (new connections work at once).
+    `delay_next_reply` holds back the next reply Redis sends, whichever connection it is on: the
+    command has run in Redis, only its answer is late (a slow network or a busy Redis)."""
 
     target: tuple[str, int] = ("127.0.0.1", 6379)
     blackhole: bool = False
+    reply_delay_s: float = 0.0
+    delayed_replies: int = 0  # how many more replies to hold back by reply_delay_s
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -78,6 +101,11 @@ class RedisProxy:
     async def start(self) -> RedisProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
+
+    def delay_next_reply(self, seconds: float) -> None:
+        """Safe from another thread (ProxyThread): the pumps only read these between reads."""
+        self.reply_delay_s = seconds
+        self.delayed_replies = 1
 
     async def close(self) -> None:
         if self._server is not None:
@@ -95,7 +123,7 @@ class RedisProxy:
         up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer, replies=True))
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -104,10 +132,15 @@ class RedisProxy:
                     w.close()
             self._tasks.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         while data := await reader.read(65536):
             if self.blackhole:
                 continue  # swallowed: the peer waits for an answer that never comes
+            if replies and self.delayed_replies > 0:
+                self.delayed_replies -= 1
+                await asyncio.sleep(self.reply_delay_s)  # the client may have given up and closed by now
             writer.write(data)
             await writer.drain()
 
