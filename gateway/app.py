@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from litestar import Litestar, Request, Response
@@ -35,11 +35,15 @@ from gateway.routes.models import list_models
 from gateway.routes.oauth import oauth_router
 from gateway.settings import Settings, read_secret_file
 from gateway.state import GatewayState
+from gateway.telemetry.access import AccessLogMiddleware
 from gateway.telemetry.audit import AuditLog, load_or_create_key
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.spans import Telemetry
 from gateway.telemetry.tracing import setup_tracing
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
 
 log = logging.getLogger("menshen.app")
 
@@ -211,7 +215,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         route_handlers.append(oauth_router(issuer))
     plugins: list[PluginProtocol] = list(parts.extra_plugins)
     otel = telemetry.litestar_middleware()
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         dependencies={
             "gateway": Provide(lambda: state, sync_to_thread=False, use_cache=True),
@@ -227,6 +231,9 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    # Around everything Litestar answers (unknown paths and methods included), so no request goes unlogged.
+    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(cast("Any", app.asgi_handler)))
+    return app
 
 
 async def _refresh_gauges(state: GatewayState, interval_s: float = 5.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
@@ -35,6 +36,9 @@ class RequestRecord:
     server_span: Span = INVALID_SPAN
     failure: GatewayError | None = None
     method: str = "POST"
+    scope_state: dict[str, Any] | None = (
+        None  # the ASGI scope's state, marked once the access line is written
+    )
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -65,6 +65,7 @@ class RelayService:
             route="/v1/chat/completions" if kind == "chat" else "/v1/completions",
             operation="chat" if kind == "chat" else "text_completion",
             server_span=trace.get_current_span(),
+            scope_state=request.scope["state"],
         )
         try:
             ctx = await state.admit(

@@ -24,7 +24,9 @@ _decode_models = msgspec.json.Decoder(UpModelList).decode
 async def list_models(
     request: Request[Any, Any, Any], gateway: NamedDependency[GatewayState]
 ) -> ASGIResponse:
-    record = RequestRecord(route="/v1/models", operation="models")
+    record = RequestRecord(
+        route="/v1/models", operation="models", method="GET", scope_state=request.scope["state"]
+    )
     try:
         principal = await gateway.authenticate(request, record)
         snapshot = gateway.policy.current

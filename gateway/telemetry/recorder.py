@@ -13,6 +13,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
 from gateway.relay.record import RequestRecord
+from gateway.telemetry.access import ACCESS_LOGGED
 from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.metrics import Metrics
@@ -130,6 +131,8 @@ class Recorder:
             finish_reason=record.finish_reason,
             trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
         )
+        if record.scope_state is not None:
+            record.scope_state[ACCESS_LOGGED] = True
 
     def close(self) -> None:
         if self.audit is not None:

@@ -6,7 +6,9 @@ ASGI message runs a send wrapper with a propagator lookup. That made tracing cos
 short request. This class is the plugin's documented extension point (``OpenTelemetryConfig.middleware_class``)
 and does only what the gateway's traces use: one SERVER span with the required stable HTTP attributes plus
 the client address and user agent, the caller's W3C ``traceparent`` continued, the response status, and a
-span current for the whole request. Every attribute costs about 2 µs to export, so the optional ones that
+span current for the whole request. The span is named ``{method} {route}`` once Litestar has routed the
+request, and just ``{method}`` for a path no route matches, as the HTTP conventions ask (a scanner's
+random paths must not become span names). Every attribute costs about 2 µs to export, so the optional ones that
 only repeat the deployment (server address and port, protocol version) are left out.
 
 Request and response headers are never recorded: they carry bearer tokens.
@@ -26,6 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import __version__
+from gateway.telemetry.access import TRACE_ID
 
 if TYPE_CHECKING:
     from litestar.plugins.opentelemetry import OpenTelemetryConfig
@@ -66,7 +69,6 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             "http.request.method": method,
             "url.path": path,
             "url.scheme": scope["scheme"],
-            "http.route": path,  # the gateway's routes have no path parameters
         }
         for name, value in scope["headers"]:
             if name in _TRACE_HEADERS:
@@ -77,9 +79,8 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         if client is not None:
             attributes["client.address"] = client[0]
         parent = _W3C.extract(carrier) if carrier else None
-        span = self._tracer.start_span(
-            f"{method} {path}", context=parent, kind=SpanKind.SERVER, attributes=attributes
-        )
+        # Named by method alone until routing names the route: an unknown path never becomes a span name.
+        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         status = 0
 
         def send_with_status(message: Message) -> Awaitable[None]:
@@ -89,6 +90,9 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
                 status = message["status"]
             return send(message)
 
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            scope["state"][TRACE_ID] = format(span_context.trace_id, "032x")  # for the access line
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             await self.app(scope, receive, send_with_status)
@@ -98,6 +102,10 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             raise
         finally:
             otel_context.detach(token)
+            route = scope.get("path_template")  # set by Litestar's router on the shared scope
+            if route:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
             if status:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if status >= 500:

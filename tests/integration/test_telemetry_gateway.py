@@ -667,27 +667,39 @@ def test_one_access_log_line_per_request(fake_engine: FakeEngine, traced: Traced
         assert _chat(gateway, answer).status_code == 200
         assert _chat(gateway, f"my key is sk-{secrets.token_hex(12)}").status_code == 400
         assert _chat(gateway, "hi", model="no-such-model").status_code in (403, 404)
-        traced.wait_server_span(4)
-        wait_for(lambda: len(logs.access()) >= 4, within=5)
+        # Answered outside the request flow: models, an unknown path, a wrong method; probes are not logged.
+        assert httpx.get(gateway.api + "/models", timeout=5).status_code == 200
+        assert httpx.get(gateway.url + "/no/such/path?token=abc", timeout=5).status_code == 404
+        assert httpx.get(gateway.api + "/chat/completions", timeout=5).status_code == 405
+        assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
+        traced.wait_server_span(7)
+        wait_for(lambda: len(logs.access()) >= 7, within=5)
 
     access = logs.access()
-    assert len(access) == 4
+    assert len(access) == 7, access
     by_trace = {_hex(s.context.trace_id): s for s in traced.server_spans()}
     assert {line["trace_id"] for line in access} == set(by_trace)
     for line in access:
         server = by_trace[line["trace_id"]]
         assert line["status"] == dict(server.attributes or {})["http.response.status_code"]
-        assert line["client_id"] == "anonymous"
-        assert line["method"] == "POST"
-        assert line["path"] == "/v1/chat/completions"
         span_ms = ((server.end_time or 0) - (server.start_time or 0)) / 1e6
-        assert 0 < line["duration_ms"] <= span_ms + 1
+        assert 0 < line["duration_ms"] <= span_ms + 1 or line["path"] != "/v1/chat/completions"
         assert line["level"] == "info"
         assert line["time"].endswith("Z")
-    statuses = sorted(line["status"] for line in access)
+    chat = [line for line in access if line["path"] == "/v1/chat/completions" and line["method"] == "POST"]
+    assert len(chat) == 4
+    assert all(line["client_id"] == "anonymous" for line in chat)
+    statuses = sorted(line["status"] for line in chat)
     assert statuses[:3] == [200, 200, 400]
     assert statuses[3] >= 400
-    assert [line["finish_reason"] for line in access if line["status"] == 200] == ["stop", "stop"]
+    assert [line["finish_reason"] for line in chat if line["status"] == 200] == ["stop", "stop"]
+    others = sorted((line["method"], line["path"], line["status"]) for line in access if line not in chat)
+    assert others == [
+        ("GET", "/no/such/path", 404),  # never the query string
+        ("GET", "/v1/chat/completions", 405),
+        ("GET", "/v1/models", 200),
+    ]
+    assert next(line for line in access if line["path"] == "/v1/models")["client_id"] == "anonymous"
 
 
 def test_serve_keeps_the_scrubbing_json_log_handler(fake_engine: FakeEngine, tmp_path: Path) -> None:

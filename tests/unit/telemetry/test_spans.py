@@ -200,9 +200,13 @@ async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Trace
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/broken")).status_code == 500
         streamed = (await client.get("/stream")).text
+        assert (await client.get("/wp-admin/setup.php")).status_code == 404
     spans = traced.exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["GET /v1/models", "GET /broken", "GET /stream"]
-    models_span, broken_span, stream_span = spans
+    assert [s.name for s in spans] == ["GET /v1/models", "GET /broken", "GET /stream", "GET"]
+    models_span, broken_span, stream_span, unknown_span = spans
+    # An unmatched path names no route: scanners' paths never become span names.
+    assert "http.route" not in dict(unknown_span.attributes or {})
+    assert dict(unknown_span.attributes or {})["url.path"] == "/wp-admin/setup.php"
     assert models_span.kind is SpanKind.SERVER
     assert format(models_span.context.trace_id, "032x") == CLIENT_TRACE
     assert models_span.parent is not None and format(models_span.parent.span_id, "016x") == CLIENT_SPAN
