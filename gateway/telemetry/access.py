@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
+from gateway.telemetry.asgi import StatusSend
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.spans import EXCLUDED_PATHS
 
@@ -37,15 +38,7 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 0
-
-        def send_with_status(message: Message) -> Awaitable[None]:
-            # A plain function handing back send's awaitable: no extra coroutine per streamed chunk.
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            return send(message)
-
+        send_with_status = StatusSend(send)
         failed = False
         try:
             await self.app(scope, receive, send_with_status)
@@ -58,7 +51,7 @@ class AccessLogMiddleware:
                     method=scope["method"],
                     path=scope["path"],
                     # no response started: the app failed (500) or the client went away first (499)
-                    status=status or (500 if failed else 499),
+                    status=send_with_status.status or (500 if failed else 499),
                     duration_ms=(time.perf_counter() - started) * 1000,
                     trace_id=state.get(TRACE_ID),
                 )

@@ -16,7 +16,6 @@ Request and response headers are never recorded: they carry bearer tokens.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final
 
 from litestar.enums import ScopeType
@@ -29,10 +28,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway import __version__
 from gateway.telemetry.access import TRACE_ID
+from gateway.telemetry.asgi import StatusSend
 
 if TYPE_CHECKING:
     from litestar.plugins.opentelemetry import OpenTelemetryConfig
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 _W3C: Final = TraceContextTextMapPropagator()
@@ -81,15 +81,7 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         parent = _W3C.extract(carrier) if carrier else None
         # Named by method alone until routing names the route: an unknown path never becomes a span name.
         span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        status = 0
-
-        def send_with_status(message: Message) -> Awaitable[None]:
-            # A plain function handing back send's awaitable: no extra coroutine per streamed chunk.
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            return send(message)
-
+        send_with_status = StatusSend(send)
         span_context = span.get_span_context()
         if span_context.is_valid:
             scope["state"][TRACE_ID] = format(span_context.trace_id, "032x")  # for the access line
@@ -106,6 +98,7 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             if route:
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)
+            status = send_with_status.status
             if status:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if status >= 500:
