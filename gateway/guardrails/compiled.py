@@ -188,7 +188,11 @@ def compile_guardrails(bundle: PolicyBundle, normalizer: Normalizer | None = Non
             entries.extend((norm.word(w), index) for w in words_of(rule.lists, rule.words, bundle.word_lists))
         elif isinstance(rule, PatternRule):
             try:
-                patterns.append(compile_pattern(index, rule.pattern, rule.ignore_case, rule.validator))
+                patterns.append(
+                    compile_pattern(
+                        index, rule.pattern, rule.ignore_case, rule.validator, section.max_pattern_chars
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - regex raises several error types; all are reported
                 problems.append(f"rule {rule.id!r}: pattern does not compile: {exc}")
     if problems:

@@ -23,10 +23,12 @@ from regex import Pattern
 
 from gateway.guardrails.syntax import read_syntax
 from gateway.guardrails.validators import VALIDATORS
+from gateway.policy.patterns import probes_for
 
 _FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")
 TIMEOUT_ATTEMPTS = 3  # a scan fails closed only when every attempt times out
 _PLAIN_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.ASCII | regex.VERSION0
+_REACH_PROBE_S = 0.005  # what one `reach` search may take at policy load before the pattern goes without it
 
 
 @functools.cache
@@ -65,7 +67,15 @@ class PatternMatch:
     timed_out: bool = False
 
 
-def compile_pattern(rule: int, pattern: str, ignore_case: bool, validator: str | None) -> CompiledPattern:
+def compile_pattern(
+    rule: int,
+    pattern: str,
+    ignore_case: bool,
+    validator: str | None,
+    max_chars: int = 64,
+    *,
+    probe_reach: bool = True,
+) -> CompiledPattern:
     flags = regex.IGNORECASE if ignore_case else 0
     compiled = regex.compile(pattern, flags)
     syntax = read_syntax(pattern)
@@ -75,7 +85,26 @@ def compile_pattern(rule: int, pattern: str, ignore_case: bool, validator: str |
         # the pattern, then a character that can never match: no complete match, only partial ones,
         # which show where a path of the pattern reaches the end of the text
         reach = regex.compile(f"(?:{pattern})(?=[\\s\\S])(?!)", flags)
+        if probe_reach and _reach_is_slow(reach, pattern, max_chars):
+            reach = None
     return CompiledPattern(rule, compiled, VALIDATORS[validator] if validator else None, starts, reach)
+
+
+def _reach_is_slow(reach: regex.Pattern[str], pattern: str, max_chars: int) -> bool:
+    """Whether `reach` can take long on the text a stream holds (about ``2 * max_chars`` characters).
+
+    `reach` never matches, so the engine tries every way the pattern can split the text: exponential for
+    a pattern such as ``(?:\\d{1,4}[ -]?){4,12}`` on a run of digits, where a plain search stops at once.
+    Such a pattern is scanned the conservative way instead (held from its first start character).
+    """
+    size = 2 * max_chars
+    for probe in probes_for(pattern):
+        text = (probe * (size // max(len(probe), 1) + 1))[:size]
+        try:
+            reach.search(text, partial=True, timeout=_REACH_PROBE_S, concurrent=False)
+        except TimeoutError:
+            return True
+    return False
 
 
 def scan_text(patterns: tuple[CompiledPattern, ...], text: str, timeout: float) -> list[PatternMatch]:
@@ -183,12 +212,17 @@ def advance(
                 return found, end
             if m.partial:
                 return found, m.start() + base
+        except TimeoutError:
+            found.append(PatternMatch(index, pos, max(end, pos + 1), timed_out=True))
+            return found, end
+        try:
             # a complete match: is it final? Only once no path of the matcher reaches the end of the text
             # (a longer match, a look-ahead), and an earlier match in progress may have been passed over
             hold = _reach_from(reach, folded, base, pos, timeout)
         except TimeoutError:
-            found.append(PatternMatch(index, pos, max(end, pos + 1), timed_out=True))
-            return found, end
+            # `reach` only tells how much may be released: too slow here, release nothing from ``pos``
+            # on; `settled` finalises these matches with plain scans, so nothing fails closed for it
+            return found, pos
         if hold <= pos:
             return found, pos
         more, pos = scan_from(pattern, index, folded, base, pos, hold, timeout)
@@ -199,8 +233,11 @@ def advance(
 
 
 def _reach_from(reach: regex.Pattern[str], folded: str, base: int, pos: int, timeout: float) -> int:
-    """The leftmost position from ``pos`` where a path of the pattern reaches the end of the text."""
-    m = _search(reach, folded, pos - base, timeout)
+    """The leftmost position from ``pos`` where a path of the pattern reaches the end of the text.
+
+    One attempt: a timeout is not a verdict here (see `advance`), so it is not retried.
+    """
+    m = reach.search(folded, pos - base, partial=True, timeout=timeout, concurrent=False)
     return base + (len(folded) if m is None else m.start())
 
 

@@ -283,7 +283,9 @@ class FieldScanner:
 
     def _release(self, r: int) -> CheckResult:
         block = self._block
-        if block is not None and block[0] <= r:
+        # strictly before r: a hit starting at r itself may not be known yet, and the leftmost block at b
+        # must be chosen among all of them (r reaches the end at finish, so a block always stops)
+        if block is not None and block[0] < r:
             b = block[0]
             text = self._masked(self._released, b)
             final = [d for d in self._known if d.start < b]

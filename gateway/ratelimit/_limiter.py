@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.policy.sections import TierLimits
@@ -38,7 +38,8 @@ T = TypeVar("T")
 OnRedisError = Literal["fail_open", "fail_closed"]
 
 # What a sick Redis raises: redis-py errors, socket errors, and our per-command timeout.
-_STORAGE_ERRORS = (RedisError, OSError, TimeoutError, AdmissionCancelled)
+# RedisClusterException (an unreachable cluster at its first command) is not a RedisError.
+_STORAGE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, AdmissionCancelled)
 # Failures after which the call may have reached Redis and run there (builtin TimeoutError is an OSError).
 _UNDO_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # Pauses between the attempts of an undo: three attempts, all well within the marker's TTL.
@@ -282,7 +283,7 @@ class RateLimiter:
                     if await store.cancel(base, plan, lease_id):
                         self._undone += 1
                     return
-                except _STORAGE_ERRORS as exc:
+                except Exception as exc:  # noqa: BLE001 - an undo never raises: every failure is counted
                     if pause is None:
                         self._undo_failed(type(exc).__name__)
                         return
@@ -348,7 +349,9 @@ class RateLimiter:
                 ids.discard(lease_id)
                 if not ids:
                     del by_base[base]
-        if not (plan.concurrency or delta or store.undoable):  # no lease, no refund, no marker to delete
+        # No lease and no refund: nothing to do. The undo marker is left to its TTL: an undo only ever follows
+        # an admission whose reply was lost, and such an admission is never settled.
+        if not (plan.concurrency or delta):
             return
         if not store.suspends:  # in-process: nothing to interrupt, no task needed
             await self._settle_quietly(store, base, plan, lease_id, starts, delta)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 _W3C: Final = TraceContextTextMapPropagator()
 _TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
 class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
@@ -62,13 +63,14 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
+        # Any token is a valid method on the wire: unknown ones become `_OTHER` and the span `HTTP`.
+        method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
         path = scope["path"]
         carrier: dict[str, str] = {}
         attributes: dict[str, str | int] = {
             "http.request.method": method,
             "url.path": path,
-            "url.scheme": scope["scheme"],
+            "url.scheme": scope.get("scheme", "http"),
         }
         for name, value in scope["headers"]:
             if name in _TRACE_HEADERS:
@@ -80,7 +82,8 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             attributes["client.address"] = client[0]
         parent = _W3C.extract(carrier) if carrier else None
         # Named by method alone until routing names the route: an unknown path never becomes a span name.
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span_name = method if method != "_OTHER" else "HTTP"
+        span = self._tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         send_with_status = StatusSend(send)
         span_context = span.get_span_context()
         if span_context.is_valid:
@@ -96,7 +99,7 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             otel_context.detach(token)
             route = scope.get("path_template")  # set by Litestar's router on the shared scope
             if route:
-                span.update_name(f"{method} {route}")
+                span.update_name(f"{span_name} {route}")
                 span.set_attribute("http.route", route)
             status = send_with_status.status
             if status:

@@ -210,6 +210,46 @@ def test_patterns_the_partial_matcher_cannot_judge_hold_from_their_start_charact
     assert check.feed("content", " " * 10).text == "****" + " " * 16
 
 
+def test_a_pattern_whose_reach_search_would_be_exponential_masks_like_a_whole_text_scan(build: Build) -> None:
+    # `reach` (never matching) tries every split of a digit run: exponential here, while a plain search
+    # stops at once. Such a pattern goes without it, so a long run is masked, never cut as a timeout.
+    guard = build(
+        [
+            {
+                "id": "p.ids",
+                "category": "c",
+                "action": "mask",
+                "pattern": r"(?<![0-9])(?:\d{1,4}[ -]?){4,12}(?![0-9])",
+            }
+        ],
+        max_pattern_chars=64,
+    )
+    (pattern,) = guard.patterns
+    assert pattern.reach is None
+    text = "ids " + "1" * 40 + " done"
+    released, stop, decisions = stream(guard.stream_check(None), list(text))
+    assert stop is None
+    assert (
+        "".join(released) == _reference(guard, text)[0] == "ids " + "*" * 41 + "done"
+    )  # [ -]? takes the space
+    assert [(d.action, d.detail) for d in decisions] == [("mask", ())]
+
+
+def test_two_blocks_at_one_start_stop_on_the_same_rule_however_the_text_is_split(build: Build) -> None:
+    guard = build(
+        [
+            {"id": "secrets.key", "category": "s", "action": "block", "pattern": r"sk-[a-z]{8}(?! ?\d)"},
+            {"id": "misc.prefix", "category": "m", "action": "block", "pattern": r"sk-[a-z]{8}"},
+        ]
+    )
+    text = "key: sk-abcdefgh now"
+    for chunks in ([text], ["key: sk-abcdefgh ", "now"], list(text)):
+        released, stop, _ = stream(guard.stream_check(None), chunks)
+        assert "".join(released) == "key: "
+        assert stop is not None and stop.stop is not None, chunks
+        assert stop.stop.extension["rule"] == "secrets.key", chunks
+
+
 # --- split invariance ------------------------------------------------------------------------------
 
 FRAGMENTS = [

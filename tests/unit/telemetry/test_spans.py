@@ -201,9 +201,18 @@ async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Trace
         assert (await client.get("/broken")).status_code == 500
         streamed = (await client.get("/stream")).text
         assert (await client.get("/wp-admin/setup.php")).status_code == 404
+        assert (await client.request("SCAN", "/v1/models")).status_code == 405
     spans = traced.exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["GET /v1/models", "GET /broken", "GET /stream", "GET"]
-    models_span, broken_span, stream_span, unknown_span = spans
+    assert [s.name for s in spans] == [
+        "GET /v1/models",
+        "GET /broken",
+        "GET /stream",
+        "GET",
+        "HTTP",
+    ]
+    models_span, broken_span, stream_span, unknown_span, odd_method_span = spans
+    # Any token is a method on the wire: an unknown one is `_OTHER`, never a span name of its own.
+    assert dict(odd_method_span.attributes or {})["http.request.method"] == "_OTHER"
     # An unmatched path names no route: scanners' paths never become span names.
     assert "http.route" not in dict(unknown_span.attributes or {})
     assert dict(unknown_span.attributes or {})["url.path"] == "/wp-admin/setup.php"
