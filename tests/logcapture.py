@@ -6,8 +6,36 @@ import io
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import structlog
+
+# The loggers `configure_logging` re-wires besides the root logger.
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
+
+
+@contextmanager
+def saved_logging() -> Iterator[None]:
+    """Restore the process-wide logging set-up that ``configure_logging`` changes."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_libs = [
+        (lib, list(lib.handlers), lib.level, lib.propagate)
+        for lib in map(logging.getLogger, _LIBRARY_LOGGERS)
+    ]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for lib, handlers, level, propagate in saved_libs:
+            lib.handlers[:] = handlers
+            lib.setLevel(level)
+            lib.propagate = propagate
+        structlog.reset_defaults()
 
 
 class RawCapture(logging.Handler):
@@ -38,4 +66,4 @@ class Logs:
         return [line for line in lines if line.get("logger") == "menshen.access"]
 
 
-__all__ = ["Logs", "RawCapture"]
+__all__ = ["Logs", "RawCapture", "saved_logging"]

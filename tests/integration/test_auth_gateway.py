@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import structlog
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -27,7 +26,7 @@ from gateway.auth.keystore import KeyFile, mint_token, signing_key
 from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.harness import RunningGateway, gateway_settings, run_gateway
-from tests.logcapture import Logs, RawCapture
+from tests.logcapture import Logs, RawCapture, saved_logging
 
 AUDIENCE = "menshen"
 DEFAULT_REPLY = "Hello from the fake engine."
@@ -413,26 +412,11 @@ def captured_logs(mixed_gateway: RunningGateway) -> Iterator[Logs]:
 
     Installed after the app is built: Litestar's default ``logging_config`` re-configures the root logger
     when an app is created, which would drop handlers added before."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    libs = [
-        logging.getLogger(name)
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
-    ]
-    saved_libs = [(lib, list(lib.handlers), lib.level, lib.propagate) for lib in libs]
-    rendered, raw = io.StringIO(), RawCapture()
-    configure_logging("DEBUG", stream=rendered)
-    root.addHandler(raw)
-    try:
+    with saved_logging():
+        rendered, raw = io.StringIO(), RawCapture()
+        configure_logging("DEBUG", stream=rendered)
+        logging.getLogger().addHandler(raw)
         yield Logs(raw, rendered)
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        for lib, handlers, level, propagate in saved_libs:
-            lib.handlers[:] = handlers
-            lib.setLevel(level)
-            lib.propagate = propagate
-        structlog.reset_defaults()
 
 
 def test_logs_never_contain_the_token(

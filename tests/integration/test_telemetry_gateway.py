@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import structlog
 import yaml
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
@@ -52,7 +51,7 @@ from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
 from tests.harness import DEFAULT_POLICIES, RunningGateway, free_port, gateway_settings, run_gateway, wait_for
-from tests.logcapture import Logs, RawCapture
+from tests.logcapture import Logs, RawCapture, saved_logging
 
 MODEL = "qwen3-8b"
 SERVER_SPAN = "POST /v1/chat/completions"
@@ -214,34 +213,13 @@ class _NotMainThread(logging.Filter):
 
 
 @contextmanager
-def _saved_logging() -> Iterator[None]:
-    """Restore the process-wide logging set-up that ``configure_logging`` changes."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
-    saved_libs = [
-        (lib, list(lib.handlers), lib.level, lib.propagate) for lib in map(logging.getLogger, names)
-    ]
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        for lib, handlers, level, propagate in saved_libs:
-            lib.handlers[:] = handlers
-            lib.setLevel(level)
-            lib.propagate = propagate
-        structlog.reset_defaults()
-
-
-@contextmanager
 def _capture_logs() -> Iterator[Logs]:
     """``configure_logging`` as ``gateway serve`` runs it, at DEBUG into a buffer, plus a raw root handler.
 
     Entered before the gateway is built, as ``gateway serve`` does: the app must keep this set-up
     (``test_serve_keeps_the_scrubbing_json_log_handler``), so start-up logs are searched too.
     """
-    with _saved_logging():
+    with saved_logging():
         rendered, raw = io.StringIO(), RawCapture()
         configure_logging("DEBUG", stream=rendered)
         root = logging.getLogger()
@@ -710,7 +688,7 @@ def test_serve_keeps_the_scrubbing_json_log_handler(fake_engine: FakeEngine, tmp
     """
     from gateway.serve import prepare
 
-    with _saved_logging():
+    with saved_logging():
         root = logging.getLogger()
         # An app built by another test may have left Litestar's handler behind: start without it.
         for handler in [h for h in root.handlers if h.get_name()]:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import structlog
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.telemetry import Scrubber, Telemetry, configure_logging
+from tests.logcapture import saved_logging
 
 
 @dataclass
@@ -50,22 +49,9 @@ class Captured:
 @pytest.fixture
 def captured_logs() -> Iterator[Captured]:
     """configure_logging into a buffer; the previous logging set-up is restored afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    libs = [
-        logging.getLogger(n)
-        for n in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
-    ]
-    saved_libs = [(lib, list(lib.handlers), lib.level, lib.propagate) for lib in libs]
-    stream = io.StringIO()
-    configure_logging(
-        "DEBUG", json=True, stream=stream, scrubber=Scrubber(literals=["s3cr3t-client-secret-value"])
-    )
-    yield Captured(stream)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    for lib, handlers, level, propagate in saved_libs:
-        lib.handlers[:] = handlers
-        lib.setLevel(level)
-        lib.propagate = propagate
-    structlog.reset_defaults()
+    with saved_logging():
+        stream = io.StringIO()
+        configure_logging(
+            "DEBUG", json=True, stream=stream, scrubber=Scrubber(literals=["s3cr3t-client-secret-value"])
+        )
+        yield Captured(stream)
