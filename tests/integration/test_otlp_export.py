@@ -6,17 +6,13 @@ that arrives must be the one in the ``traceparent`` the gateway sends upstream t
 
 from __future__ import annotations
 
-import gzip
-import threading
 from collections.abc import Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.trace import SpanKind
 
@@ -31,77 +27,17 @@ from gateway.telemetry import (
     response_attributes,
     setup_tracing,
 )
+from tests.otlp import Received, kv_dict, otlp_http_receiver
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 MATCHED = "the forbidden words"
 
 
-class Received:
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.headers: list[dict[str, str]] = []
-        self.arrived = threading.Event()
-
-    def add(self, request: trace_service_pb2.ExportTraceServiceRequest, headers: dict[str, str]) -> None:
-        self.requests.append(request)
-        self.headers.append(headers)
-        self.arrived.set()
-
-    def spans(self) -> dict[str, tuple[ProtoSpan, dict[str, Any]]]:
-        """Spans by name, with their resource attributes."""
-        out: dict[str, tuple[ProtoSpan, dict[str, Any]]] = {}
-        for req in self.requests:
-            for rs in req.resource_spans:
-                resource = _attrs(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        out[span.name] = (span, resource)
-        return out
-
-
-def _attrs(kvs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    kv: KeyValue
-    for kv in kvs:
-        value = kv.value
-        kind = value.WhichOneof("value")
-        if kind == "array_value":
-            out[kv.key] = [getattr(v, v.WhichOneof("value")) for v in value.array_value.values]
-        else:
-            out[kv.key] = getattr(value, kind) if kind else None
-    return out
-
-
 @pytest.fixture
 def http_receiver() -> Iterator[tuple[str, Received]]:
-    received = Received()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            request = trace_service_pb2.ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            received.add(request, {k.lower(): v for k, v in self.headers.items()})
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200 if self.path == "/v1/traces" else 404)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with otlp_http_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
@@ -156,13 +92,13 @@ def _check(received: Received, upstream: dict[str, str]) -> None:
     assert engine.kind == ProtoSpan.SPAN_KIND_CLIENT
     server, _ = spans["POST /v1/chat/completions"]
     assert server.parent_span_id.hex() == CLIENT_SPAN
-    attrs = _attrs(server.attributes)
+    attrs = kv_dict(server.attributes)
     assert attrs["gen_ai.request.model"] == "qwen3-8b"
     assert attrs["gen_ai.usage.output_tokens"] == 5
     assert attrs["gen_ai.response.finish_reasons"] == ["content_filter"]
     stream, _ = spans[SPAN_STREAM]
     (event,) = stream.events
-    assert _attrs(event.attributes)["menshen.rule"] == "words.x"
+    assert kv_dict(event.attributes)["menshen.rule"] == "words.x"
     assert MATCHED.encode() not in b"".join(r.SerializeToString() for r in received.requests)
 
 

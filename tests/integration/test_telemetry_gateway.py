@@ -8,7 +8,6 @@ logs with the production ``configure_logging`` set-up into a buffer plus a raw h
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import logging
@@ -18,7 +17,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ import httpx
 import openai
 import pytest
 import yaml
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -52,6 +49,7 @@ from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
 from tests.harness import DEFAULT_POLICIES, RunningGateway, free_port, gateway_settings, run_gateway, wait_for
 from tests.logcapture import Logs, RawCapture, saved_logging
+from tests.otlp import otlp_http_receiver
 
 MODEL = "qwen3-8b"
 SERVER_SPAN = "POST /v1/chat/completions"
@@ -368,47 +366,13 @@ def test_traceparent_to_the_engine_is_the_client_span_and_a_client_trace_is_cont
     assert "baggage" not in fake_engine.last_request.headers
 
 
-class _OtlpReceiver:
-    """An OTLP/HTTP collector stand-in: decodes ExportTraceServiceRequest bodies with opentelemetry-proto."""
-
-    def __init__(self) -> None:
-        self.spans: list[ProtoSpan] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                for rs in request.resource_spans:
-                    for ss in rs.scope_spans:
-                        receiver.spans.extend(ss.spans)
-                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200 if self.path == "/v1/traces" else 404)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="otlp-receiver")
-
-
 def test_real_otlp_http_export_from_the_running_gateway(
     fake_engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    receiver = _OtlpReceiver()
-    receiver.thread.start()
-    try:
+    with otlp_http_receiver() as (url, received):
         provider = setup_tracing(
-            environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "menshen-test"},
+            environ={"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_SERVICE_NAME": "menshen-test"},
             set_global=False,
         )
         assert provider is not None
@@ -420,18 +384,18 @@ def test_real_otlp_http_export_from_the_running_gateway(
             _, trace_id, parent_id, _ = sent.split("-")
             # Batch export: flush until the server span (the last to end) has arrived.
             wait_for(
-                lambda: provider.force_flush(5_000) and any(s.name == SERVER_SPAN for s in receiver.spans),
+                lambda: (
+                    provider.force_flush(5_000) and any(s.name == SERVER_SPAN for s in received.all_spans())
+                ),
                 within=10,
                 interval=0.05,
             )
         provider.shutdown()
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-    names = {s.name for s in receiver.spans}
+    spans = received.all_spans()
+    names = {s.name for s in spans}
     assert {SERVER_SPAN, SPAN_AUTH, SPAN_ADMISSION, SPAN_INPUT_GUARD, ENGINE_SPAN, SPAN_STREAM} <= names
-    assert {s.trace_id.hex() for s in receiver.spans} == {trace_id}
-    (engine,) = [s for s in receiver.spans if s.name == ENGINE_SPAN]
+    assert {s.trace_id.hex() for s in spans} == {trace_id}
+    (engine,) = [s for s in spans if s.name == ENGINE_SPAN]
     assert engine.span_id.hex() == parent_id
     assert engine.kind == ProtoSpan.SPAN_KIND_CLIENT
 
