@@ -1,8 +1,9 @@
-"""Shared fixtures: a fake engine over a real socket and the real gateway app in front of it."""
+"""Shared fixtures: a fake engine over a real socket, the real gateway app in front of it, and a key prefix
+of the test's own on the real Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
@@ -10,6 +11,7 @@ import pytest
 
 from tests.fakes.engine import FakeEngine
 from tests.harness import RunningGateway, gateway_settings, run_gateway
+from tests.unit.ratelimit.support import purge, unique_prefix
 
 
 @pytest.fixture
@@ -29,3 +31,11 @@ def gateway(fake_engine: FakeEngine, tmp_path: Path) -> Iterator[RunningGateway]
 def client(gateway: RunningGateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.api, api_key="unused", max_retries=0, timeout=20) as sdk:
         yield sdk
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """Rate-limit keys of this test's own on the real Redis, deleted afterwards."""
+    p = unique_prefix()
+    yield p
+    await purge(p)

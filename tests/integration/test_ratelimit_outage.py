@@ -28,22 +28,13 @@ from tests.unit.ratelimit.support import (
     REDIS_URL,
     RedisProxy,
     free_port,
-    purge,
     redis_keys,
     redis_state,
-    unique_prefix,
 )
 
 pytestmark = pytest.mark.redis
 
 LIMITS = TierLimits(requests="3/minute", concurrency=5)
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await purge(p)
 
 
 @pytest.fixture

@@ -3,23 +3,14 @@ fire 2N concurrent admissions against a limit of N. Exactly N get through."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from gateway.policy.sections import TierLimits
-from tests.unit.ratelimit.support import purge, redis_keys, run_replicas, unique_prefix
+from tests.unit.ratelimit.support import redis_keys, run_replicas
 
 pytestmark = pytest.mark.redis
 
 N = 30
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await purge(p)
 
 
 @pytest.mark.parametrize(

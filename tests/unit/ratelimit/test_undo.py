@@ -19,19 +19,12 @@ from gateway.ratelimit._plan import Outcome, Plan, compile_plan
 from gateway.ratelimit._redis import UNDO_TTL_FLOOR_MS, RedisStore
 from gateway.ratelimit._store import AdmissionCancelled, client_base, lease_key, undo_key
 
-from .support import REDIS_URL, RedisProxy, purge, redis_keys, redis_state, unique_prefix
+from .support import REDIS_URL, RedisProxy, redis_keys, redis_state
 
 pytestmark = pytest.mark.redis
 
 PLAN = compile_plan(TierLimits(requests="10/minute;100/hour", tokens="1000/minute", concurrency=3))
 LEASE_TTL_MS = 30_000
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await purge(p)
 
 
 @pytest.fixture
