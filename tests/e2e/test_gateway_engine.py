@@ -21,8 +21,9 @@ from engine import EngineSupervisor
 from gateway.app import AppParts
 from gateway.up import DEMO_CLIENT, demo_token
 from tests.e2e.conftest import ENGINE_START_TIMEOUT_S, LoopThread
-from tests.e2e.test_supervisor_engine import _requests_running, _wait_for
+from tests.e2e.test_supervisor_engine import _requests_running
 from tests.harness import RunningGateway, gateway_settings, run_gateway
+from tests.unit.engine.support import wait_until_sync
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
 
@@ -106,7 +107,7 @@ def test_disconnect_through_gateway_aborts_in_vllm(
             next(lines)
         assert _requests_running(engine_supervisor) >= 1
     closed = time.monotonic()
-    assert _wait_for(lambda: _requests_running(engine_supervisor) == 0, 2.0)
+    assert wait_until_sync(lambda: _requests_running(engine_supervisor) == 0, 2.0)
     assert time.monotonic() - closed < 2.0
 
 
@@ -136,7 +137,7 @@ def test_killed_engine_shows_in_readyz_until_restarted(
     assert sup.up
     os.kill(pid, signal.SIGKILL)
     try:
-        assert _wait_for(lambda: not sup.up, 10)
+        assert wait_until_sync(lambda: not sup.up, 10)
         down = httpx.get(gateway.url + "/readyz", timeout=10)
         assert down.status_code == 503
         assert down.json()["status"] == "not_ready"
@@ -154,7 +155,7 @@ def test_killed_engine_shows_in_readyz_until_restarted(
     finally:
         # Later tests share this engine: always wait for the restart.
         engine_runner.run(sup.wait_ready(ENGINE_START_TIMEOUT_S))
-    assert _wait_for(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 200, 30)
+    assert wait_until_sync(lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 200, 30)
     assert sup.restarts == restarts + 1
     assert sup.last_exit == -signal.SIGKILL
     assert sup.pid not in (None, pid)

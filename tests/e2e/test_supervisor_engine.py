@@ -11,13 +11,13 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from engine import EngineSupervisor
 from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
+from tests.unit.engine.support import wait_until_sync
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
 
@@ -45,15 +45,6 @@ def _requests_running(sup: EngineSupervisor) -> float:
     values = _RUNNING.findall(text)
     assert values, "vllm:num_requests_running missing from /metrics"
     return sum(float(v) for v in values)
-
-
-def _wait_for(condition: Callable[[], bool], within: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 def test_greedy_answer_contains_paris(engine_supervisor: EngineSupervisor) -> None:
@@ -168,5 +159,5 @@ def test_closing_a_stream_aborts_the_request_within_2s(engine_supervisor: Engine
             next(lines)
         assert _requests_running(engine_supervisor) >= 1
     closed = time.monotonic()
-    assert _wait_for(lambda: _requests_running(engine_supervisor) == 0, 2.0)
+    assert wait_until_sync(lambda: _requests_running(engine_supervisor) == 0, 2.0)
     assert time.monotonic() - closed < 2.0

@@ -12,16 +12,15 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
-_T = TypeVar("_T")
+if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.perf._bench_common import cpu_seconds, runner, start_fake, stop_process
+
 _BODY = json.dumps(
     {
         "model": "Qwen/Qwen3-8B",
@@ -30,11 +29,6 @@ _BODY = json.dumps(
         "stream_options": {"include_usage": True},
     }
 ).encode()
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _END = b"\r\n0\r\n\r\n"  # the chunk carrying [DONE], then the terminating zero-size chunk
@@ -80,14 +74,6 @@ async def _run(host: str, port: int, streams: int, seconds: float) -> tuple[int,
     return sum(e for e, _ in results), len(results), elapsed, sorted(t for _, t in results)
 
 
-def _runner() -> Callable[[Coroutine[Any, Any, _T]], _T]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=100)
@@ -96,35 +82,15 @@ def main() -> None:
     parser.add_argument("engine_args", nargs="*", help="extra arguments for the fake engine")
     args = parser.parse_args()
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.engine",
-            "--port",
-            "0",
-            "--rate",
-            "0",
-            "--tokens",
-            str(args.tokens),
-            *args.engine_args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = start_fake(args.tokens, 0.0, args.engine_args)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        port = int(line.rsplit(":", 1)[1])
-        runner = _runner()
-        runner(_run("127.0.0.1", port, 5, 0.5))  # warm up
-        cpu0, own0 = _cpu_seconds(proc.pid), _cpu_seconds(os.getpid())
-        events, requests, elapsed, ttfts = runner(_run("127.0.0.1", port, args.streams, args.seconds))
-        cpu, own = _cpu_seconds(proc.pid) - cpu0, _cpu_seconds(os.getpid()) - own0
+        run = runner()
+        run(_run("127.0.0.1", port, 5, 0.5))  # warm up
+        cpu0, own0 = cpu_seconds(proc.pid), cpu_seconds(os.getpid())
+        events, requests, elapsed, ttfts = run(_run("127.0.0.1", port, args.streams, args.seconds))
+        cpu, own = cpu_seconds(proc.pid) - cpu0, cpu_seconds(os.getpid()) - own0
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
     print(f"fake engine: {args.streams} concurrent streams x {args.tokens} tokens, rate 0, {elapsed:.1f} s")
     print(f"  requests completed : {requests}")
     print(f"  SSE events         : {events}  ({events / elapsed:,.0f} chunks/s)")
