@@ -147,7 +147,6 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
         policy=policy,
         authenticator=authenticator,
         limiter=limiter,
-        tracer=telemetry.tracer,
         recorder=Recorder(metrics, audit),
         supervisor=parts.supervisor,
         http=http,

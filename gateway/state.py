@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import msgspec
 from litestar import Request
-from opentelemetry.trace import Tracer
 
 from engine.client import EngineClient
 from gateway.auth import Authenticator, AuthError, Forbidden, Grant, Principal, authorize
@@ -36,6 +35,7 @@ from gateway.ratelimit import Admission, LimiterUnavailable, RateLimited, RateLi
 from gateway.relay.errors import decode_error
 from gateway.relay.record import RequestRecord
 from gateway.relay.upstream import UpstreamCall, build_upstream_call
+from gateway.telemetry.request_trace import phase
 from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH
 
 if TYPE_CHECKING:
@@ -97,7 +97,6 @@ class GatewayState:
         "recorder",
         "settings",
         "supervisor",
-        "tracer",
     )
 
     def __init__(
@@ -108,7 +107,6 @@ class GatewayState:
         policy: PolicyStore,
         authenticator: Authenticator,
         limiter: RateLimiter,
-        tracer: Tracer,
         recorder: Recorder,
         http: httpx.AsyncClient | None = None,
         supervisor: EngineSupervisor | None = None,
@@ -118,14 +116,13 @@ class GatewayState:
         self.policy = policy
         self.authenticator = authenticator
         self.limiter = limiter
-        self.tracer = tracer
         self.recorder = recorder
         self.http = http
         self.supervisor = supervisor
         self.extra_ready_checks: list[Callable[[], str | None]] = []
 
     async def authenticate(self, request: Request[Any, Any, Any], record: RequestRecord) -> Principal:
-        with self.tracer.start_as_current_span(SPAN_AUTH):
+        with phase(SPAN_AUTH):
             try:
                 principal = await self.authenticator.authenticate(request.headers.get("authorization"))
             except AuthError as exc:
@@ -172,7 +169,7 @@ class GatewayState:
         record.max_tokens = call.max_tokens
         record.temperature = call.temperature
         limits = effective_limits(snapshot, grant)
-        with self.tracer.start_as_current_span(SPAN_ADMISSION) as span:
+        with phase(SPAN_ADMISSION) as span:
             span.set_attribute("menshen.reserve_tokens", call.prompt_estimate + call.max_tokens)
             try:
                 admission = await self.limiter.admit(

@@ -1,15 +1,17 @@
-"""An OTLP/HTTP collector stand-in for tests: decodes ExportTraceServiceRequest bodies with opentelemetry-proto."""
+"""OTLP/HTTP and OTLP/gRPC collector stand-ins for tests: they decode ExportTraceServiceRequest with opentelemetry-proto."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+import grpc  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
@@ -63,8 +65,11 @@ def kv_dict(kvs: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def otlp_http_receiver() -> Iterator[tuple[str, Received]]:
-    """A receiver on a free loopback port: its base URL (exporters append ``/v1/traces``) and what it got."""
+def otlp_http_receiver(status: int = 200) -> Iterator[tuple[str, Received]]:
+    """A receiver on a free loopback port: its base URL (exporters append ``/v1/traces``) and what it got.
+
+    It answers ``status`` on /v1/traces (the request is recorded either way) and 404 elsewhere.
+    """
     received = Received()
 
     class Handler(BaseHTTPRequestHandler):
@@ -76,7 +81,7 @@ def otlp_http_receiver() -> Iterator[tuple[str, Received]]:
             request.ParseFromString(body)
             received.add(request, {k.lower(): v for k, v in self.headers.items()})
             reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_response(status if self.path == "/v1/traces" else 404)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -96,4 +101,29 @@ def otlp_http_receiver() -> Iterator[tuple[str, Received]]:
         thread.join(timeout=5)
 
 
-__all__ = ["Received", "kv_dict", "otlp_http_receiver"]
+@contextmanager
+def otlp_grpc_receiver(fail: grpc.StatusCode | None = None) -> Iterator[tuple[str, Received]]:
+    """A TraceService on a free loopback port: its ``http://`` endpoint and what it got (with metadata).
+
+    With ``fail``, every call is recorded and then aborted with that status code.
+    """
+    received = Received()
+
+    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+            received.add(request, {k: v for k, v in context.invocation_metadata()})
+            if fail is not None:
+                context.abort(fail, "the test receiver fails on purpose")
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        server.stop(grace=None).wait(5)
+
+
+__all__ = ["Received", "kv_dict", "otlp_grpc_receiver", "otlp_http_receiver"]

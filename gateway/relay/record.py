@@ -6,10 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import INVALID_SPAN, Span
-
 from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
+from gateway.telemetry.request_trace import RequestTrace, current_trace
 
 
 @dataclass(slots=True)
@@ -33,7 +32,7 @@ class RequestRecord:
     auth_failure: str | None = None
     disconnected: bool = False
     decisions: list[Decision] = field(default_factory=list)
-    server_span: Span = INVALID_SPAN
+    trace: RequestTrace | None = field(default_factory=current_trace)  # the request's spans, if traced
     failure: GatewayError | None = None
     method: str = "POST"
     scope_state: dict[str, Any] | None = (

@@ -18,7 +18,6 @@ import msgspec
 from anyio import CancelScope
 from litestar import Request
 from litestar.response.base import ASGIResponse
-from opentelemetry import trace
 
 from engine.client import EngineError, EngineHTTPError, EngineStream, EngineTimeout
 from gateway.errors import (
@@ -47,6 +46,7 @@ from gateway.relay.record import RequestRecord
 from gateway.relay.response import SSEResponse
 from gateway.relay.transcoder import Kind, Transcoder, UpstreamStreamError
 from gateway.relay.upstream import build_upstream_call
+from gateway.telemetry.request_trace import SpanRecord, phase, start_span
 from gateway.telemetry.spans import SPAN_INPUT_GUARD, SPAN_STREAM, Operation, engine_span
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ class RelayService:
         record = RequestRecord(
             route="/v1/chat/completions" if kind == "chat" else "/v1/completions",
             operation="chat" if kind == "chat" else "text_completion",
-            server_span=trace.get_current_span(),
             scope_state=request.scope["state"],
         )
         try:
@@ -80,7 +79,7 @@ class RelayService:
             body = call.body if guarded is None else guarded
             path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
             operation: Operation = "chat" if kind == "chat" else "text_completion"
-            with engine_span(state.tracer, operation, ctx.request.model, state.engine.config.base_url):
+            with engine_span(operation, ctx.request.model, state.engine.config.base_url):
                 # Injected inside the client span: the engine's spans become its children.
                 headers = state.recorder.upstream_headers()
                 try:
@@ -132,7 +131,7 @@ class RelayService:
         guard = ctx.snapshot.guardrails
         req = ctx.request
         changed = False
-        with self._state.tracer.start_as_current_span(SPAN_INPUT_GUARD) as span:
+        with phase(SPAN_INPUT_GUARD) as span:
             texts = self._prompt_parts(req)
             for index, text in enumerate(texts):
                 if not text:
@@ -207,7 +206,7 @@ class RelayService:
         """
         decoder = SSEDecoder()
         error: GatewayError | None = None
-        span = self._state.tracer.start_span(SPAN_STREAM)
+        span = start_span(SPAN_STREAM)
         try:
             async for data in upstream.reads():
                 out = transcoder.feed(decoder.feed(data))
@@ -244,7 +243,7 @@ class RelayService:
         transcoder: Transcoder,
         pipeline: StreamPipeline,
         record: RequestRecord,
-        span: object,
+        span: SpanRecord,
         error: GatewayError | None,
     ) -> None:
         usage = transcoder.final_usage()

@@ -31,8 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Literal
 
-from opentelemetry import trace
-
+from gateway.telemetry.request_trace import current_ids
 from gateway.telemetry.scrub import Scrubber
 
 if TYPE_CHECKING:
@@ -191,8 +190,8 @@ class AuditLog:
             # Chain fields are the log's own; a caller's field of that name is kept beside them.
             body[f"x_{key}" if key in _RESERVED else key] = value
         if "trace_id" not in body:
-            ctx = trace.get_current_span().get_span_context()
-            body["trace_id"] = format(ctx.trace_id, "032x") if ctx.is_valid else None
+            ids = current_ids()
+            body["trace_id"] = format(ids[0], "032x") if ids is not None else None
         if content is not None:
             body["content_hmac"] = content_hmac(self._key, content)
         with self._lock:

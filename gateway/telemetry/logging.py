@@ -13,8 +13,8 @@ import sys
 from typing import IO, Any, Final
 
 import structlog
-from opentelemetry import trace
 
+from gateway.telemetry.request_trace import current_ids
 from gateway.telemetry.scrub import Scrubber
 
 ACCESS_LOGGER: Final = "menshen.access"
@@ -32,10 +32,10 @@ _HANDLER_NAME: Final = "menshen"
 
 def add_trace_ids(logger: object, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Add ``trace_id`` / ``span_id`` (W3C hex) of the current span, when there is one."""
-    ctx = trace.get_current_span().get_span_context()
-    if ctx.is_valid:
-        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+    ids = current_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", format(ids[0], "032x"))
+        event_dict.setdefault("span_id", format(ids[1], "016x"))
     return event_dict
 
 

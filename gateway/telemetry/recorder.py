@@ -7,9 +7,6 @@ decisions carry offsets, and the audit trail only an HMAC of the matched content
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
-
 from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
 from gateway.relay.record import RequestRecord
@@ -17,6 +14,7 @@ from gateway.telemetry.access import ACCESS_LOGGED
 from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.request_trace import NOOP_SPAN, SpanRecord
 from gateway.telemetry.spans import (
     MENSHEN_CLIENT_ID,
     MENSHEN_POLICY_VERSION,
@@ -40,7 +38,7 @@ class Recorder:
         return headers
 
     @staticmethod
-    def decision_event(span: Span, decision: Decision) -> None:
+    def decision_event(span: SpanRecord, decision: Decision) -> None:
         add_decision_event(span, decision)
 
     def finish(self, record: RequestRecord, error: GatewayError | None) -> None:
@@ -49,12 +47,12 @@ class Recorder:
         if error is not None:
             record.status = error.status
             record.error = str(error.code) if error.code is not None else error.type
-            span.set_status(Status(StatusCode.ERROR, record.error))
+            span.set_error(record.error)
         if span.is_recording():
             span.set_attributes(_request_attributes(record))
         self._close(record)
 
-    def finish_stream(self, record: RequestRecord, span: object, error: GatewayError | None) -> None:
+    def finish_stream(self, record: RequestRecord, span: SpanRecord, error: GatewayError | None) -> None:
         """A relayed stream ended (done, cut, failed or disconnected). ``span`` is the stream span."""
         server = _server_span(record)
         if server.is_recording():
@@ -67,12 +65,12 @@ class Recorder:
                     ttft_s=record.ttft_s,
                 )
             )
-        if isinstance(span, Span) and span.is_recording():
+        if span.is_recording():
             for decision in record.decisions:
                 if decision.where != "input":
                     add_decision_event(span, decision)
             if error is not None:
-                span.set_status(Status(StatusCode.ERROR, str(error.code)))
+                span.set_error(str(error.code))
             span.set_attribute("menshen.disconnected", record.disconnected)
             span.end()
         if record.ttft_s is not None:
@@ -121,7 +119,6 @@ class Recorder:
                 )
         if self.audit is not None:
             metrics.audit_healthy.set(1 if self.audit.healthy else 0)
-        ctx = _server_span(record).get_span_context()
         log_access(
             method=record.method,
             path=record.route,
@@ -129,7 +126,7 @@ class Recorder:
             duration_ms=record.elapsed() * 1000,
             client_id=record.client_id,
             finish_reason=record.finish_reason,
-            trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
+            trace_id=format(record.trace.trace_id, "032x") if record.trace is not None else None,
         )
         if record.scope_state is not None:
             record.scope_state[ACCESS_LOGGED] = True
@@ -157,10 +154,9 @@ def _request_attributes(record: RequestRecord) -> Attributes:
     )
 
 
-def _server_span(record: RequestRecord) -> Span:
-    """The request's server span: the one the flow captured, else the current one."""
-    span = record.server_span
-    return span if span.get_span_context().is_valid else trace.get_current_span()
+def _server_span(record: RequestRecord) -> SpanRecord:
+    """The request's server span (a no-op one when the request is not traced or not sampled)."""
+    return record.trace.server if record.trace is not None else NOOP_SPAN
 
 
 __all__ = ["Recorder"]

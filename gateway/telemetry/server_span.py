@@ -5,8 +5,9 @@ header, records both generations of HTTP semantic conventions, keeps duration an
 ASGI message runs a send wrapper with a propagator lookup. That made tracing cost more CPU than the rest of a
 short request. This class is the plugin's documented extension point (``OpenTelemetryConfig.middleware_class``)
 and does only what the gateway's traces use: one SERVER span with the required stable HTTP attributes plus
-the client address and user agent, the caller's W3C ``traceparent`` continued, the response status, and a
-span current for the whole request. The span is named ``{method} {route}`` once Litestar has routed the
+the client address and user agent, the caller's W3C ``traceparent`` continued, the response status, and the
+request's trace (``request_trace``: cheap span records exported when the request ends) current for the whole
+request. The span is named ``{method} {route}`` once Litestar has routed the
 request, and just ``{method}`` for a path no route matches, as the HTTP conventions ask (a scanner's
 random paths must not become span names). Every attribute costs about 2 µs to export, so the optional ones that
 only repeat the deployment (server address and port, protocol version) are left out.
@@ -16,26 +17,22 @@ Request and response headers are never recorded: they carry bearer tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from litestar.enums import ScopeType
 from litestar.middleware.base import AbstractMiddleware
-from litestar.plugins.opentelemetry import OpenTelemetryInstrumentationMiddleware
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryInstrumentationMiddleware
+from opentelemetry.trace import SpanKind
 
-from gateway import __version__
 from gateway.telemetry.access import TRACE_ID
 from gateway.telemetry.asgi import StatusSend
+from gateway.telemetry.request_trace import AttributeValue, RequestTracer, activate, deactivate
 
 if TYPE_CHECKING:
-    from litestar.plugins.opentelemetry import OpenTelemetryConfig
     from litestar.types import ASGIApp, Receive, Scope, Send
 
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
-_W3C: Final = TraceContextTextMapPropagator()
 _TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
@@ -52,12 +49,9 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             exclude=config.exclude,
             exclude_opt_key=config.exclude_opt_key,
         )
-        if config.tracer is not None:
-            self._tracer: Tracer = config.tracer
-        else:
-            self._tracer = trace.get_tracer(
-                "menshen.http", __version__, tracer_provider=config.tracer_provider
-            )
+        if not isinstance(config, ServerSpanConfig) or config.request_tracer is None:
+            raise TypeError("ServerSpanMiddleware is configured with a ServerSpanConfig")
+        self._tracer: RequestTracer = config.request_tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -65,11 +59,10 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             return
         # Any token is a valid method on the wire: unknown ones become `_OTHER` and the span `HTTP`.
         method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
-        path = scope["path"]
         carrier: dict[str, str] = {}
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, AttributeValue] = {
             "http.request.method": method,
-            "url.path": path,
+            "url.path": scope["path"],
             "url.scheme": scope.get("scheme", "http"),
         }
         for name, value in scope["headers"]:
@@ -80,34 +73,40 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         client = scope.get("client")
         if client is not None:
             attributes["client.address"] = client[0]
-        parent = _W3C.extract(carrier) if carrier else None
         # Named by method alone until routing names the route: an unknown path never becomes a span name.
         span_name = method if method != "_OTHER" else "HTTP"
-        span = self._tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        request = self._tracer.start(span_name, SpanKind.SERVER, attributes, carrier)
+        span = request.server
         send_with_status = StatusSend(send)
-        span_context = span.get_span_context()
-        if span_context.is_valid:
-            scope["state"][TRACE_ID] = format(span_context.trace_id, "032x")  # for the access line
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        scope["state"][TRACE_ID] = format(request.trace_id, "032x")  # for the access line
+        token = activate(request)
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException as exc:
             span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_error()
             raise
         finally:
-            otel_context.detach(token)
+            deactivate(token)
             route = scope.get("path_template")  # set by Litestar's router on the shared scope
             if route:
-                span.update_name(f"{span_name} {route}")
+                span.name = f"{span_name} {route}"
                 span.set_attribute("http.route", route)
             status = send_with_status.status
             if status:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if status >= 500:
                     span.set_attribute("error.type", str(status))
-                    span.set_status(Status(StatusCode.ERROR))
-            span.end()
+                    span.set_error(span.error or "")
+            request.finish()
 
 
-__all__ = ["HTTP_RESPONSE_STATUS_CODE", "ServerSpanMiddleware"]
+@dataclass
+class ServerSpanConfig(OpenTelemetryConfig):
+    """Litestar's plugin configuration, plus the ``RequestTracer`` the server spans are made with."""
+
+    request_tracer: RequestTracer | None = None
+    middleware_class: type[OpenTelemetryInstrumentationMiddleware] = ServerSpanMiddleware
+
+
+__all__ = ["HTTP_RESPONSE_STATUS_CODE", "ServerSpanConfig", "ServerSpanMiddleware"]

@@ -1,8 +1,8 @@
 """Spans of a request: names, GenAI semantic-convention attributes, decision events, propagation.
 
-``Telemetry`` holds the tracer (a no-op one when tracing is off) and builds the Litestar
-OpenTelemetry plugin for server spans. Attribute helpers return at once on a span that does not
-record, so a request costs almost nothing with tracing off. Nothing here is called per chunk:
+``Telemetry`` holds the request tracer (none when tracing is off; see ``request_trace`` for how spans
+are recorded) and builds the Litestar OpenTelemetry plugin for server spans. Attribute helpers return
+at once on a span that does not record, so a request costs almost nothing with tracing off. Nothing here is called per chunk:
 time to first token and usage are set once, at the end of the stream.
 """
 
@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind
 
 from gateway import __version__
+from gateway.telemetry.request_trace import (
+    NOOP_SPAN,
+    AttributeValue,
+    RequestTracer,
+    SpanRecord,
+    activate,
+    current_ids,
+    deactivate,
+    inject_traceparent,
+    phase,
+)
 from gateway.telemetry.scrub import redact
 
 if TYPE_CHECKING:
@@ -60,23 +70,9 @@ SPAN_STREAM: Final = "menshen.stream"
 # Paths never traced: probes and scrapes would drown the real traffic.
 EXCLUDED_PATHS: Final[tuple[str, ...]] = ("/healthz", "/readyz", "/metrics")
 _SAFE_DETAIL: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_W3C: Final = TraceContextTextMapPropagator()
 
 
-def inject_traceparent(headers: dict[str, str], context: Context | None = None) -> None:
-    """Add W3C ``traceparent`` (and ``tracestate``) of the current span to upstream ``headers``.
-
-    Only the W3C trace context is sent: baggage set by a client never reaches the engine.
-    """
-    _W3C.inject(headers, context=context)
-
-
-def extract_context(headers: Mapping[str, str]) -> Context:
-    """The trace context a client sent in its W3C headers (lower-case keys)."""
-    return _W3C.extract(headers)
-
-
-Attributes = dict[str, str | int | float | bool | list[str]]
+Attributes = dict[str, AttributeValue]
 
 
 def request_attributes(
@@ -141,26 +137,22 @@ def _server_attributes(server_url: str) -> tuple[tuple[str, str | int], ...]:
     return tuple(attrs)
 
 
-@contextmanager
-def engine_span(
-    tracer: Tracer, operation: Operation, model: str, server_url: str | None = None
-) -> Iterator[Span]:
+def engine_span(operation: Operation, model: str, server_url: str | None = None) -> phase:
     """The client span of the upstream call, named ``"{operation} {model}"`` as semconv asks.
 
     Inject the trace context *inside* it, so the engine's spans become its children.
     """
-    attrs: dict[str, str | int] = {
+    attrs: Attributes = {
         GEN_AI_OPERATION_NAME: operation,
         GEN_AI_PROVIDER_NAME: "vllm",
         GEN_AI_REQUEST_MODEL: model,
     }
     if server_url:
         attrs.update(_server_attributes(server_url))
-    with tracer.start_as_current_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attrs) as span:
-        yield span
+    return phase(f"{operation} {model}", SpanKind.CLIENT, attrs)
 
 
-def add_decision_event(span: Span, decision: Decision) -> None:
+def add_decision_event(span: SpanRecord, decision: Decision) -> None:
     """Record a guardrail or loop decision as a span event: rule, category, action, mode, offsets.
 
     ``decision.matched`` is never read. String ``detail`` values that are not short identifiers
@@ -181,19 +173,22 @@ def add_decision_event(span: Span, decision: Decision) -> None:
         if isinstance(value, str) and not _SAFE_DETAIL.match(value):
             value = redact(value)
         attrs[f"menshen.detail.{key}"] = value
-    span.add_event(DECISION_EVENT, attributes=attrs)
+    span.add_event(DECISION_EVENT, attrs)
 
 
 class Telemetry:
-    """The tracer of the app and its Litestar plugin; built from ``setup_tracing()``'s result."""
+    """The app's request tracer and its Litestar plugin; built from ``setup_tracing()``'s result."""
 
-    __slots__ = ("provider", "tracer")
+    __slots__ = ("provider", "request_tracer")
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self.provider = provider
-        self.tracer: Tracer = (
-            provider.get_tracer("menshen", __version__) if provider is not None else NoOpTracer()
-        )
+        self.request_tracer: RequestTracer | None = None
+        if provider is not None:
+            sdk_tracer = provider.get_tracer("menshen", __version__)
+            if isinstance(sdk_tracer, SdkTracer):  # not when OTEL_SDK_DISABLED made it a no-op one
+                scope = InstrumentationScope("menshen", __version__)
+                self.request_tracer = RequestTracer(sdk_tracer, scope)
 
     @property
     def enabled(self) -> bool:
@@ -206,34 +201,48 @@ class Telemetry:
         the whole app (the plugin's own ``middleware`` property ignores ``middleware_class``). Probes and
         ``/metrics`` are excluded.
         """
-        if self.provider is None:
+        if self.request_tracer is None:
             return None
-        from litestar.plugins.opentelemetry import OpenTelemetryConfig
+        from gateway.telemetry.server_span import ServerSpanConfig
 
-        from gateway.telemetry.server_span import ServerSpanMiddleware
-
-        config = OpenTelemetryConfig(
-            tracer=self.tracer,
+        config = ServerSpanConfig(
+            request_tracer=self.request_tracer,
             exclude=[f"^{re.escape(p)}$" for p in EXCLUDED_PATHS],
-            middleware_class=ServerSpanMiddleware,
         )
         return config.middleware
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[Span]:
-        """An internal child span of the current one: ``with telemetry.phase(SPAN_AUTH): ...``."""
-        with self.tracer.start_as_current_span(name) as span:
-            yield span
+    def server_span(
+        self, name: str, carrier: Mapping[str, str] | None = None, attributes: Attributes | None = None
+    ) -> Iterator[SpanRecord]:
+        """A request's trace outside HTTP (jobs, tests): its SERVER span, current for the block."""
+        if self.request_tracer is None:
+            yield NOOP_SPAN
+            return
+        request = self.request_tracer.start(name, SpanKind.SERVER, attributes or {}, carrier)
+        token = activate(request)
+        try:
+            yield request.server
+        finally:
+            deactivate(token)
+            request.finish()
 
-    @contextmanager
-    def engine_span(self, operation: Operation, model: str, server_url: str | None = None) -> Iterator[Span]:
+    @staticmethod
+    def phase(name: str) -> AbstractContextManager[SpanRecord]:
+        """An internal child span of the current request: ``with telemetry.phase(SPAN_AUTH): ...``."""
+        return phase(name)
+
+    @staticmethod
+    def engine_span(
+        operation: Operation, model: str, server_url: str | None = None
+    ) -> AbstractContextManager[SpanRecord]:
         """The client span of the upstream call (see the module function ``engine_span``)."""
-        with engine_span(self.tracer, operation, model, server_url) as span:
-            yield span
+        return engine_span(operation, model, server_url)
 
-    def current_trace_id(self) -> str | None:
-        ctx = trace.get_current_span().get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    @staticmethod
+    def current_trace_id() -> str | None:
+        ids = current_ids()
+        return format(ids[0], "032x") if ids is not None else None
 
     def shutdown(self) -> None:
         """Flush and stop exporters (app shutdown)."""
@@ -269,7 +278,6 @@ __all__ = [
     "Telemetry",
     "add_decision_event",
     "engine_span",
-    "extract_context",
     "inject_traceparent",
     "request_attributes",
     "response_attributes",

@@ -4,6 +4,7 @@ Tracing is off unless configured: with no ``OTEL_TRACES_EXPORTER`` and no OTLP e
 ``setup_tracing`` returns ``None`` and the gateway uses a no-op tracer. Importing this module
 changes nothing; ``setup_tracing`` is the one place that installs the global tracer provider.
 
+The OTLP exporters are the stock ones with a faster span encoder (``gateway.telemetry.otlp``).
 Variables read here (the exporters themselves also read their TLS, compression and timeout
 variables, ``OTEL_EXPORTER_OTLP_*_CERTIFICATE`` etc., from the process environment):
 
@@ -168,13 +169,13 @@ def _processor(config: TracingConfig, exporter_name: str) -> SpanProcessor:
     if exporter_name == "console":
         # Development only: synchronous, one JSON document per span on stdout.
         return SimpleSpanProcessor(ConsoleSpanExporter())
+    # Imported here: the exporters pull in requests and grpc, which a gateway without tracing never needs.
+    from gateway.telemetry.otlp_exporters import GrpcSpanExporter, HttpSpanExporter
+
+    headers = config.headers or None
     if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return BatchSpanProcessor(GrpcExporter(endpoint=config.endpoint, headers=config.headers or None))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return BatchSpanProcessor(HttpExporter(endpoint=config.endpoint, headers=config.headers or None))
+        return BatchSpanProcessor(GrpcSpanExporter(endpoint=config.endpoint, headers=headers))
+    return BatchSpanProcessor(HttpSpanExporter(endpoint=config.endpoint, headers=headers))
 
 
 def setup_tracing(

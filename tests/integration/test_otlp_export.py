@@ -7,27 +7,21 @@ that arrives must be the one in the ``traceparent`` the gateway sends upstream t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
-from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
-from opentelemetry.trace import SpanKind
 
 from gateway.guardrails.pipeline import Decision
 from gateway.telemetry import (
     SPAN_STREAM,
     Telemetry,
     add_decision_event,
-    extract_context,
     inject_traceparent,
     request_attributes,
     response_attributes,
     setup_tracing,
 )
-from tests.otlp import Received, kv_dict, otlp_http_receiver
+from tests.otlp import Received, kv_dict, otlp_grpc_receiver, otlp_http_receiver
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -42,27 +36,14 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
 
 @pytest.fixture
 def grpc_receiver() -> Iterator[tuple[str, Received]]:
-    received = Received()
-
-    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
-            received.add(request, {k: v for k, v in context.invocation_metadata()})
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"http://127.0.0.1:{port}", received
-    server.stop(grace=None).wait(5)
+    with otlp_grpc_receiver() as receiver:
+        yield receiver
 
 
 def _one_request(telemetry: Telemetry) -> dict[str, str]:
     upstream: dict[str, str] = {}
-    ctx = extract_context({"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
-    with telemetry.tracer.start_as_current_span(
-        "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
-    ) as s:
+    carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    with telemetry.server_span("POST /v1/chat/completions", carrier) as s:
         attrs = request_attributes(operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
         with telemetry.engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from litestar.response import Stream
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.guardrails.pipeline import Decision
@@ -15,11 +14,11 @@ from gateway.telemetry import (
     SPAN_STREAM,
     Telemetry,
     add_decision_event,
-    extract_context,
     inject_traceparent,
     request_attributes,
     response_attributes,
 )
+from gateway.telemetry.request_trace import current_ids
 
 from .conftest import Traced
 
@@ -31,10 +30,8 @@ MATCHED = "forbidden phrase 禁词"
 def _request(t: Telemetry) -> dict[str, str]:
     """The span tree of one blocked chat request, built the way the request flow does."""
     upstream: dict[str, str] = {}
-    ctx = extract_context({"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
-    with t.tracer.start_as_current_span(
-        "POST /v1/chat/completions", context=ctx, kind=SpanKind.SERVER
-    ) as server:
+    carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    with t.server_span("POST /v1/chat/completions", carrier) as server:
         attrs = request_attributes(
             operation="chat",
             model="qwen3-8b",
@@ -144,9 +141,8 @@ def test_disabled_telemetry_is_a_silent_no_op() -> None:
     t = Telemetry(None)
     assert t.enabled is False
     assert t.litestar_middleware() is None
-    upstream = _request(t)
-    # Nothing is recorded, but the client's own context passes through unchanged.
-    assert upstream == {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    # Nothing is recorded and nothing is propagated: the engine sees no trace context.
+    assert _request(t) == {}
     with t.phase("no parent"):
         fresh: dict[str, str] = {}
         inject_traceparent(fresh)
@@ -156,8 +152,42 @@ def test_disabled_telemetry_is_a_silent_no_op() -> None:
 
 
 def test_current_trace_id_inside_a_span(traced: Traced) -> None:
-    with traced.telemetry.phase("x") as span:
-        assert traced.telemetry.current_trace_id() == format(span.get_span_context().trace_id, "032x")
+    t = traced.telemetry
+    assert t.current_trace_id() is None
+    with t.server_span("job"):
+        trace_id = t.current_trace_id()
+        with t.phase("x"):
+            assert t.current_trace_id() == trace_id
+    (job, _) = sorted(traced.exporter.get_finished_spans(), key=lambda s: s.name)
+    assert trace_id == format(job.context.trace_id, "032x")
+
+
+def test_unsampled_request_propagates_ids_and_exports_nothing() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    t = Telemetry(provider)
+    upstream: dict[str, str] = {}
+    with t.server_span("POST /v1/chat/completions") as server, t.engine_span("chat", "m") as engine:
+        assert not server.is_recording() and not engine.is_recording()
+        inject_traceparent(upstream)
+        trace_id = t.current_trace_id()
+    version, sent_trace, parent_id, flags = upstream["traceparent"].split("-")
+    assert (version, sent_trace) == ("00", trace_id)
+    assert int(flags, 16) & 1 == 0, "not sampled"
+    assert int(parent_id, 16) != 0
+    assert exporter.get_finished_spans() == ()
+    # A sampled caller wins over the root sampler's "off" under ParentBased.
+    sampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    with t.server_span("POST /v1/models", {"traceparent": sampled}) as server:
+        assert server.is_recording()
+    (span,) = exporter.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == CLIENT_TRACE
 
 
 async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Traced) -> None:
@@ -181,7 +211,9 @@ async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Trace
     def stream() -> Stream:
         def chunks() -> Iterator[bytes]:
             # The server span is current while the body is produced, and still open.
-            yield format(trace.get_current_span().get_span_context().span_id, "016x").encode()
+            ids = current_ids()
+            assert ids is not None
+            yield format(ids[1], "016x").encode()
             yield b"|end"
 
         return Stream(chunks())

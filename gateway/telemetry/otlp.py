@@ -1,0 +1,364 @@
+"""OTLP/protobuf encoding of finished spans, written straight to bytes.
+
+``encode_spans(spans)`` is the serialized ``ExportTraceServiceRequest`` that the OTLP exporters'
+``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans(spans)`` describes, with the same
+grouping (resource, then instrumentation scope, in first-seen order) and the same field values. That
+encoder builds a protobuf object per span and per attribute and hashes the resource (``json.dumps``)
+per span; this one writes the wire format directly and caches what repeats across spans and batches:
+the resource and scope fields (by object identity) and each scalar attribute's ``KeyValue``.
+
+Wire format: https://protobuf.dev/programming-guides/encoding/ with the field numbers of
+opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto. Fields at their default value
+are omitted, as protobuf does, except where the SDK sets a message or a ``oneof`` member explicitly
+(``Span.status``, ``ScopeSpans.scope``, ``ResourceSpans.resource``, ``KeyValue.value``, ``AnyValue``).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+_logger = logging.getLogger(__name__)
+
+_VARINT: Final = tuple(bytes((n,)) for n in range(128))
+_FIXED64: Final = struct.Struct("<Q").pack
+_DOUBLE: Final = struct.Struct("<d").pack
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+_TWO_64: Final = 1 << 64
+# Span.kind is the API's SpanKind shifted by one (0 is SPAN_KIND_UNSPECIFIED on the wire).
+_KIND: Final = tuple(b"\x30" + _VARINT[kind.value + 1] for kind in sorted(SpanKind, key=lambda k: k.value))
+# Span.flags (field 16) / Link.flags (field 6), fixed32: 0x100 says whether the context is remote is
+# known, 0x200 that it is; indexed by is_remote.
+_SPAN_FLAGS: Final = (b"\x85\x01\x00\x01\x00\x00", b"\x85\x01\x00\x03\x00\x00")
+_LINK_FLAGS: Final = (b"\x35\x00\x01\x00\x00", b"\x35\x00\x03\x00\x00")
+_NO_SCOPE: Final = (b"\x0a\x00", b"")  # the SDK sets an empty InstrumentationScope
+_TIMES: Final = struct.Struct("<BQBQ").pack  # start_time_unix_nano and end_time_unix_nano, fixed64
+_CACHED_TYPES: Final = frozenset({str, bool, int, float, bytes})
+_CACHE_MAX: Final = 4096
+_CACHE_FIELD_MAX: Final = 512
+_PARTS_CACHE_MAX: Final = 64
+
+# (key, exact type, value) -> length-prefixed KeyValue. The type is in the key since True == 1 == 1.0.
+_kv_cache: dict[tuple[str, type, object], bytes] = {}
+_name_cache: dict[str, bytes] = {}
+# id(resource or scope) -> (the object, its (leading, trailing) fields). Both keep their attributes in
+# an immutable BoundedAttributes, so the fields cannot go stale; holding the object keeps its id from
+# being reused while the entry lives.
+_parts_cache: dict[int, tuple[object, tuple[bytes, bytes]]] = {}
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _VARINT[n]
+    out = bytearray()
+    while n > 127:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _int64(n: int) -> bytes:
+    if not _INT64_MIN <= n <= _INT64_MAX:
+        raise ValueError(f"Value out of range: {n}")
+    return _varint(n + _TWO_64 if n < 0 else n)
+
+
+def _utf8(text: object) -> bytes:
+    """A string field's bytes; like protobuf, UTF-8 ``bytes`` are accepted too."""
+    if isinstance(text, str):
+        return text.encode()
+    if isinstance(text, bytes):
+        text.decode()
+        return text
+    raise TypeError(f"{text!r} has type {type(text).__name__}, but expected one of: bytes, str")
+
+
+def _any(value: object) -> bytes:
+    """AnyValue's payload, testing types in the SDK's order (bool before int, str and bytes before Sequence)."""
+    exact = _ANY_BY_TYPE.get(type(value))
+    if exact is not None:  # skips the isinstance chain, whose ABC checks cost more than the encoding
+        return exact(value)
+    if isinstance(value, str):  # None and bool cannot be subclassed: the table had them
+        return _any_str(value)
+    if isinstance(value, int):
+        return _any_int(value)
+    if isinstance(value, float):
+        return _any_float(value)
+    if isinstance(value, bytes):
+        return _any_bytes(value)
+    if isinstance(value, Sequence):
+        return _any_array(value)
+    if isinstance(value, Mapping):
+        return _any_kvlist(value)
+    raise TypeError(f"Invalid type {type(value)} of value {value}")
+
+
+def _any_str(value: str) -> bytes:
+    return _ld(b"\x0a", value.encode())
+
+
+def _any_int(value: int) -> bytes:
+    return b"\x18" + _int64(value)
+
+
+def _any_float(value: float) -> bytes:
+    return b"\x21" + _DOUBLE(value)
+
+
+def _any_bytes(value: bytes) -> bytes:
+    return _ld(b"\x3a", value)
+
+
+def _any_array(value: Sequence[object]) -> bytes:
+    return _ld(b"\x2a", b"".join([_ld(b"\x0a", _any(v)) for v in value]))
+
+
+def _any_kvlist(value: Mapping[object, object]) -> bytes:
+    return _ld(b"\x32", b"".join([_ld(b"\x0a", _kv(str(k), v)) for k, v in value.items()]))
+
+
+# Exact types only: a subclass (IntEnum, a str subclass, ...) takes _any's isinstance chain.
+_ANY_BY_TYPE: Final[dict[type, Callable[[Any], bytes]]] = {
+    str: _any_str,
+    bool: lambda value: b"\x10\x01" if value else b"\x10\x00",
+    int: _any_int,
+    float: _any_float,
+    bytes: _any_bytes,
+    tuple: _any_array,
+    list: _any_array,
+    dict: _any_kvlist,
+    type(None): lambda _: b"",
+}
+# Span.status without a message, by StatusCode value.
+_BARE_STATUS: Final = tuple(_ld(b"\x7a", b"\x18" + _VARINT[n] if n else b"") for n in range(len(StatusCode)))
+
+
+def _kv(key: object, value: object) -> bytes:
+    """KeyValue's payload; ``value`` is always present, as the SDK sets it even for None."""
+    name = _utf8(key)
+    return (_ld(b"\x0a", name) if name else b"") + _ld(b"\x12", _any(value))
+
+
+def _kv_field(key: str, value: object) -> bytes | None:
+    """Length-prefixed KeyValue, or None (logged) where the SDK would drop the attribute."""
+    try:
+        payload = _kv(key, value)
+    except Exception as error:
+        _logger.exception("Failed to encode key %s: %s", key, error)
+        return None
+    return _varint(len(payload)) + payload
+
+
+def _add_attributes(out: list[bytes], tag: bytes, attributes: Attributes) -> None:
+    """Append each attribute as field ``tag``, from the cache where the value is a hashable scalar."""
+    if not attributes:
+        return
+    cache = _kv_cache
+    append = out.append
+    for key, value in attributes.items():
+        kind = type(value)
+        # -0.0 == 0.0 but encodes differently, so float zeros stay out of the cache.
+        if kind in _CACHED_TYPES and (value or kind is not float):
+            cache_key = (key, kind, value)
+            field = cache.get(cache_key)
+            if field is None:
+                field = _kv_field(key, value)
+                if field is None:
+                    continue
+                _remember(cache, cache_key, field)
+        else:
+            field = _kv_field(key, value)
+            if field is None:
+                continue
+        append(tag)
+        append(field)
+
+
+def _remember(cache: dict[_K, bytes], key: _K, field: bytes) -> None:
+    """Cache ``field`` unless it is long (the cache is bounded by count, so this bounds its bytes too)."""
+    if len(field) <= _CACHE_FIELD_MAX:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = field
+
+
+def _count(out: list[bytes], tag: bytes, n: int) -> None:
+    if n:
+        out.append(tag)
+        out.append(_varint(n))
+
+
+def _status(status: Status | None) -> bytes:
+    """Span.status (field 15); the SDK always sets it, to an empty Status when UNSET."""
+    if status is None:
+        return b""
+    description = status.description
+    code: int = status.status_code._value_  # _value_ is a plain attribute, .value a descriptor call
+    if not description:
+        return _BARE_STATUS[code]
+    return _ld(b"\x7a", _ld(b"\x12", description.encode()) + (b"\x18" + _varint(code) if code else b""))
+
+
+def _name_field(name: str) -> bytes:
+    field = _ld(b"\x2a", name.encode())
+    _remember(_name_cache, name, field)
+    return field
+
+
+def _event(event: Event) -> bytes:
+    out: list[bytes] = []
+    if event.timestamp:
+        out += (b"\x09", _FIXED64(event.timestamp))
+    if event.name:
+        out.append(_ld(b"\x12", event.name.encode()))
+    _add_attributes(out, b"\x1a", event.attributes)
+    _count(out, b"\x20", event.dropped_attributes)
+    return b"".join(out)
+
+
+def _link(link: Link) -> bytes:
+    ctx = link.context
+    out = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+    _add_attributes(out, b"\x22", link.attributes)
+    _count(out, b"\x28", link.dropped_attributes)
+    out.append(_LINK_FLAGS[bool(ctx.is_remote)])
+    return b"".join(out)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    """The span as ScopeSpans.spans (field 2), tag and length included; fields in field-number order."""
+    attributes, events, links = span.attributes, span.events, span.links
+    ctx = span.context
+    parent = span.parent
+    name = span.name
+    if ctx is None:
+        raise ValueError(f"span {name!r} has no context")
+    start, end = span.start_time, span.end_time
+    out = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+    append = out.append
+    if ctx.trace_state:
+        append(_ld(b"\x1a", ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()]).encode()))
+    if parent:
+        append(b"\x22\x08")
+        append(parent.span_id.to_bytes(8, "big"))
+    if name:
+        append(_name_cache.get(name) or _name_field(name))
+    append(_KIND[span.kind._value_])
+    if start and end:
+        append(_TIMES(0x39, start, 0x41, end))
+    elif start or end:
+        append(b"\x39" + _FIXED64(start) if start else b"\x41" + _FIXED64(end))
+    _add_attributes(out, b"\x4a", attributes)
+    _count(out, b"\x50", span.dropped_attributes)
+    if events:
+        out += [_ld(b"\x5a", _event(event)) for event in events]
+    _count(out, b"\x60", span.dropped_events)
+    if links:
+        out += [_ld(b"\x6a", _link(link)) for link in links]
+    _count(out, b"\x70", span.dropped_links)
+    append(_status(span.status))
+    append(_SPAN_FLAGS[bool(parent and parent.is_remote)])
+    return _ld(b"\x12", b"".join(out))
+
+
+def _resource_parts(resource: Resource) -> tuple[bytes, bytes]:
+    """ResourceSpans' ``resource`` (field 1) and ``schema_url`` (field 3)."""
+    out: list[bytes] = []
+    _add_attributes(out, b"\x0a", resource.attributes)
+    schema = resource.schema_url
+    return _ld(b"\x0a", b"".join(out)), _ld(b"\x1a", schema.encode()) if schema else b""
+
+
+def _scope_parts(scope: InstrumentationScope) -> tuple[bytes, bytes]:
+    """ScopeSpans' ``scope`` (field 1) and ``schema_url`` (field 3)."""
+    out: list[bytes] = []
+    if scope.name:
+        out.append(_ld(b"\x0a", scope.name.encode()))
+    if scope.version:
+        out.append(_ld(b"\x12", scope.version.encode()))
+    _add_attributes(out, b"\x1a", scope.attributes)
+    schema = scope.schema_url
+    return _ld(b"\x0a", b"".join(out)), _ld(b"\x1a", schema.encode()) if schema else b""
+
+
+def _cached_parts(obj: _T, build: Callable[[_T], tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    hit = _parts_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    parts = build(obj)
+    if len(_parts_cache) >= _PARTS_CACHE_MAX:
+        _parts_cache.clear()
+    _parts_cache[id(obj)] = (obj, parts)
+    return parts
+
+
+# Resources in first-seen order, each with its scopes' spans; a list, not a dict keyed by Resource,
+# since Resource.__hash__ is a json.dumps.
+_Groups = list[tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]]
+
+
+def _same_key(a: Resource, b: Resource) -> bool:
+    """Whether a dict holding key ``a`` would find ``b``: the SDK's encoder groups spans that way."""
+    return a is b or (hash(a) == hash(b) and a == b)
+
+
+def _bucket(groups: _Groups, resource: Resource, scope: InstrumentationScope | None) -> list[bytes]:
+    """The span list (resource, scope) goes to, equal objects sharing one as in the SDK's dicts."""
+    for known, scopes in groups:
+        if _same_key(known, resource):
+            return scopes.setdefault(scope, [])
+    spans: list[bytes] = []
+    groups.append((resource, {scope: spans}))
+    return spans
+
+
+def _assemble(groups: _Groups) -> bytes:
+    out: list[bytes] = []
+    for resource, scopes in groups:
+        head, tail = _cached_parts(resource, _resource_parts)
+        body = [head]
+        for scope, spans in scopes.items():
+            scope_head, scope_tail = _NO_SCOPE if scope is None else _cached_parts(scope, _scope_parts)
+            size = len(scope_head) + sum(map(len, spans)) + len(scope_tail)
+            body += (b"\x12", _varint(size), scope_head)
+            body += spans
+            body.append(scope_tail)
+        body.append(tail)
+        out += (b"\x0a", _varint(sum(map(len, body))))
+        out += body
+    return b"".join(out)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """The serialized ExportTraceServiceRequest for ``spans``, grouped as the SDK's encoder groups them."""
+    groups: _Groups = []
+    by_ids: dict[tuple[int, int], list[bytes]] = {}
+    for span in spans:
+        resource = span.resource
+        scope = span.instrumentation_scope or None
+        ids = (id(resource), id(scope))
+        bucket = by_ids.get(ids)
+        if bucket is None:
+            bucket = by_ids[ids] = _bucket(groups, resource, scope)
+        bucket.append(_span(span))
+    return _assemble(groups)
+
+
+__all__ = ["encode_spans"]

@@ -1,0 +1,356 @@
+"""The spans of one request, recorded cheaply and handed to the SDK's span processors when it ends.
+
+opentelemetry-sdk's own ``Span`` takes a lock, validates every attribute, builds bounded collections
+and attaches a context on start; six of them per request cost more CPU than the rest of a short
+request. A span here is a slotted record with two timestamps and a plain dict. When the server span
+ends, the sampled request's records become SDK ``ReadableSpan`` objects, the type every exporter
+takes, and go to the span processors of the provider's tracer (batch OTLP export, console,
+in-memory in tests). The provider's sampler decides once per request (its children follow it, as
+``ParentBased`` would have them), its id generator makes the ids and its resource is attached.
+Processors get ``on_end`` only: no SDK processor does anything in ``on_start`` for finished spans.
+
+The current request is found through one context variable, so logs, the audit trail and the
+``traceparent`` sent to the engine name the span that is open at the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from time import time_ns
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+AttributeValue = str | int | float | bool | list[str]
+_W3C: Final = TraceContextTextMapPropagator()
+_UNSET: Final = Status(StatusCode.UNSET)
+
+
+class SpanRecord:
+    """One span of a request: name, ids, times, attributes, events and an error status."""
+
+    __slots__ = (
+        "attributes",
+        "end_time",
+        "error",
+        "events",
+        "kind",
+        "name",
+        "parent_id",
+        "span_id",
+        "start_time",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        span_id: int,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: dict[str, AttributeValue] | None = None,
+    ) -> None:
+        self.name = name
+        self.span_id = span_id
+        self.parent_id = 0  # 0: the server span, whose parent is the caller's (if any)
+        self.kind = kind
+        self.attributes: dict[str, AttributeValue] = attributes if attributes is not None else {}
+        self.events: list[tuple[str, int, dict[str, str | int | float]]] = []
+        self.error: str | None = None
+        self.start_time = time_ns()
+        self.end_time = 0
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        self.attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: dict[str, str | int | float]) -> None:
+        self.events.append((name, time_ns(), attributes))
+
+    def set_error(self, description: str = "") -> None:
+        """Status ERROR with ``description`` (an error code, never text from a request)."""
+        self.error = description
+
+    def end(self) -> None:
+        if not self.end_time:
+            self.end_time = time_ns()
+
+
+class _NoopSpan(SpanRecord):
+    """What a request that is not traced (or not sampled) records into: nothing."""
+
+    __slots__ = ()
+
+    def is_recording(self) -> bool:
+        return False
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        pass
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: dict[str, str | int | float]) -> None:
+        pass
+
+    def set_error(self, description: str = "") -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+NOOP_SPAN: Final[SpanRecord] = _NoopSpan("", 0)
+
+
+class RequestTrace:
+    """The server span of a request and its children; ``current`` is the span open right now.
+
+    A request that is not sampled still has ids (logs and the engine's ``traceparent`` name them) but
+    its spans are ``_NoopSpan``s and nothing is exported.
+    """
+
+    __slots__ = (
+        "_tracer",
+        "children",
+        "current",
+        "flags",
+        "parent",
+        "sampled",
+        "server",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        tracer: RequestTracer,
+        trace_id: int,
+        server: SpanRecord,
+        parent: SpanContext | None,
+        flags: TraceFlags,
+        trace_state: TraceState | None,
+    ) -> None:
+        self._tracer = tracer
+        self.trace_id = trace_id
+        self.server = server
+        self.parent = parent
+        self.flags = flags
+        self.sampled = flags.sampled
+        self.trace_state = trace_state
+        self.children: list[SpanRecord] = []
+        self.current = server
+
+    def child(
+        self,
+        name: str,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: dict[str, AttributeValue] | None = None,
+    ) -> SpanRecord:
+        """A child of the current span, started now."""
+        if not self.sampled:
+            return _NoopSpan(name, self._tracer.new_span_id(), kind)
+        span = SpanRecord(name, self._tracer.new_span_id(), kind, attributes)
+        span.parent_id = self.current.span_id
+        self.children.append(span)
+        return span
+
+    def traceparent(self) -> str:
+        """W3C ``traceparent`` naming the current span."""
+        return f"00-{self.trace_id:032x}-{self.current.span_id:016x}-{self.flags:02x}"
+
+    def finish(self) -> None:
+        """End the server span and hand the sampled spans to the processors."""
+        self.server.end()
+        if self.sampled:
+            self._tracer.export(self)
+
+
+class RequestTracer:
+    """Makes ``RequestTrace``s with an SDK tracer's sampler, ids, resource and span processors."""
+
+    __slots__ = ("_ids", "_processor", "_resource", "_sampler", "_scope", "new_span_id")
+
+    def __init__(self, tracer: SdkTracer, scope: InstrumentationScope) -> None:
+        self._sampler = tracer.sampler
+        self._ids = tracer.id_generator
+        self._resource = tracer.resource
+        self._processor = tracer.span_processor
+        self._scope = scope
+        self.new_span_id: Callable[[], int] = self._ids.generate_span_id
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, AttributeValue],
+        carrier: Mapping[str, str] | None = None,
+    ) -> RequestTrace:
+        """The trace of a new request, continuing the caller's W3C context in ``carrier`` if valid."""
+        parent_context: Context | None = _W3C.extract(carrier) if carrier else None
+        parent: SpanContext | None = None
+        if parent_context is not None:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                parent, parent_context = None, None
+        if parent is None:
+            trace_id = self._ids.generate_trace_id()
+            random_id = self._ids.is_trace_id_random()
+        else:
+            trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+        result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes)
+        flags = TraceFlags.SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
+        if random_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        if flags & TraceFlags.SAMPLED:
+            if result.attributes:
+                attributes.update(result.attributes)
+            server = SpanRecord(name, self.new_span_id(), kind, attributes)
+        else:
+            server = _NoopSpan(name, self.new_span_id(), kind)
+        return RequestTrace(self, trace_id, server, parent, TraceFlags(flags), result.trace_state)
+
+    def export(self, request: RequestTrace) -> None:
+        flags = request.flags
+        server = request.server
+        context = SpanContext(request.trace_id, server.span_id, False, flags, request.trace_state)
+        contexts = {server.span_id: context}
+        on_end = self._processor.on_end
+        for child in request.children:  # in start order: a parent comes before its children
+            child.end()
+            own = SpanContext(request.trace_id, child.span_id, False, flags, request.trace_state)
+            contexts[child.span_id] = own
+            on_end(self._readable(child, own, contexts[child.parent_id]))
+        on_end(self._readable(server, context, request.parent))  # last, as it ended last
+
+    def _readable(self, span: SpanRecord, context: SpanContext, parent: SpanContext | None) -> ReadableSpan:
+        return ReadableSpan(
+            name=span.name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=span.attributes,
+            events=[Event(name, attrs, at) for name, at, attrs in span.events] if span.events else (),
+            kind=span.kind,
+            status=_UNSET if span.error is None else Status(StatusCode.ERROR, span.error or None),
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=self._scope,
+        )
+
+
+_CURRENT: ContextVar[RequestTrace | None] = ContextVar("menshen.request_trace", default=None)
+
+
+def current_trace() -> RequestTrace | None:
+    return _CURRENT.get()
+
+
+def activate(request: RequestTrace | None) -> object:
+    """Make ``request`` the current trace; returns the token for ``deactivate``."""
+    return _CURRENT.set(request)
+
+
+def deactivate(token: object) -> None:
+    _CURRENT.reset(token)  # type: ignore[arg-type]
+
+
+def current_span() -> SpanRecord:
+    request = _CURRENT.get()
+    return request.current if request is not None else NOOP_SPAN
+
+
+def start_span(
+    name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: dict[str, AttributeValue] | None = None
+) -> SpanRecord:
+    """A child span of the current request, ended by the caller (``NOOP_SPAN`` outside a trace)."""
+    request = _CURRENT.get()
+    return request.child(name, kind, attributes) if request is not None else NOOP_SPAN
+
+
+class phase:
+    """A child span for the ``with`` block, current while it runs; an escaping exception marks it ERROR.
+
+    A class rather than a ``@contextmanager`` generator: it runs several times per request.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_name", "_outer", "_request", "_span")
+
+    def __init__(
+        self,
+        name: str,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: dict[str, AttributeValue] | None = None,
+    ) -> None:
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+
+    def __enter__(self) -> SpanRecord:
+        request = self._request = _CURRENT.get()
+        if request is None:
+            return NOOP_SPAN
+        span = self._span = request.child(self._name, self._kind, self._attributes)
+        self._outer = request.current
+        request.current = span
+        return span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        request = self._request
+        if request is None:
+            return
+        span = self._span
+        if exc_type is not None:
+            span.set_error(exc_type.__qualname__)
+        request.current = self._outer
+        span.end()
+
+
+def inject_traceparent(headers: dict[str, str]) -> None:
+    """Add W3C ``traceparent`` (and ``tracestate``) of the current span to upstream ``headers``.
+
+    Only the W3C trace context is sent: baggage set by a client never reaches the engine.
+    """
+    request = _CURRENT.get()
+    if request is None:
+        return
+    headers["traceparent"] = request.traceparent()
+    if request.trace_state:
+        headers["tracestate"] = request.trace_state.to_header()
+
+
+def current_ids() -> tuple[int, int] | None:
+    """(trace id, span id) of the span open now: the request's own, else OpenTelemetry's current span."""
+    request = _CURRENT.get()
+    if request is not None:
+        return request.trace_id, request.current.span_id
+    ctx = trace.get_current_span().get_span_context()
+    return (ctx.trace_id, ctx.span_id) if ctx.is_valid else None
+
+
+__all__ = [
+    "NOOP_SPAN",
+    "AttributeValue",
+    "RequestTrace",
+    "RequestTracer",
+    "SpanRecord",
+    "activate",
+    "current_ids",
+    "current_span",
+    "current_trace",
+    "deactivate",
+    "inject_traceparent",
+    "phase",
+    "start_span",
+]
