@@ -1,11 +1,17 @@
 """OTLP/protobuf encoding of finished spans, written straight to bytes.
 
-``encode_spans(spans)`` is the serialized ``ExportTraceServiceRequest`` that the OTLP exporters'
+``encode_spans(items)`` is the serialized ``ExportTraceServiceRequest`` that the OTLP exporters'
 ``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans(spans)`` describes, with the same
 grouping (resource, then instrumentation scope, in first-seen order) and the same field values. That
 encoder builds a protobuf object per span and per attribute and hashes the resource (``json.dumps``)
 per span; this one writes the wire format directly and caches what repeats across spans and batches:
 the resource and scope fields (by object identity) and each scalar attribute's ``KeyValue``.
+
+An item is an SDK ``ReadableSpan`` or an ``EncodedRequest``: the spans of a finished ``RequestTrace``,
+encoded from its records by ``encode_request`` when the request ends, to the bytes the SDK encoder gives
+for ``RequestTrace.readable_spans()``. Encoding then, rather than in the export thread, frees the
+request's records at once: kept for the batch they would make the garbage collector run every few
+dozen requests.
 
 Wire format: https://protobuf.dev/programming-guides/encoding/ with the field numbers of
 opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto. Fields at their default value
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from opentelemetry.sdk.resources import Resource
@@ -25,6 +32,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
+
+from gateway.telemetry.request_trace import RequestTrace, SpanRecord
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -223,13 +232,17 @@ def _name_field(name: str) -> bytes:
 
 
 def _event(event: Event) -> bytes:
+    return _event_fields(event.name, event.timestamp, event.attributes, event.dropped_attributes)
+
+
+def _event_fields(name: str, timestamp: int, attributes: Attributes, dropped: int = 0) -> bytes:
     out: list[bytes] = []
-    if event.timestamp:
-        out += (b"\x09", _FIXED64(event.timestamp))
-    if event.name:
-        out.append(_ld(b"\x12", event.name.encode()))
-    _add_attributes(out, b"\x1a", event.attributes)
-    _count(out, b"\x20", event.dropped_attributes)
+    if timestamp:
+        out += (b"\x09", _FIXED64(timestamp))
+    if name:
+        out.append(_ld(b"\x12", name.encode()))
+    _add_attributes(out, b"\x1a", attributes)
+    _count(out, b"\x20", dropped)
     return b"".join(out)
 
 
@@ -254,7 +267,7 @@ def _span(span: ReadableSpan) -> bytes:
     out = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
     append = out.append
     if ctx.trace_state:
-        append(_ld(b"\x1a", ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()]).encode()))
+        append(_trace_state(ctx.trace_state))
     if parent:
         append(b"\x22\x08")
         append(parent.span_id.to_bytes(8, "big"))
@@ -276,6 +289,66 @@ def _span(span: ReadableSpan) -> bytes:
     append(_status(span.status))
     append(_SPAN_FLAGS[bool(parent and parent.is_remote)])
     return _ld(b"\x12", b"".join(out))
+
+
+def _trace_state(state: Mapping[str, str]) -> bytes:
+    return _ld(b"\x1a", ",".join([f"{k}={v}" for k, v in state.items()]).encode())
+
+
+def _record(span: SpanRecord, head: bytes, parent: bytes, tail: bytes) -> bytes:
+    """A span record as ScopeSpans.spans (field 2); ``head`` holds its trace id and state fields,
+    ``parent`` its parent_span_id field (or nothing) and ``tail`` its flags field."""
+    name = span.name
+    out = [head, b"\x12\x08", span.span_id.to_bytes(8, "big"), parent]
+    append = out.append
+    if name:
+        append(_name_cache.get(name) or _name_field(name))
+    append(_KIND[span.kind._value_])
+    append(_TIMES(0x39, span.start_time, 0x41, span.end_time))
+    _add_attributes(out, b"\x4a", span.attributes)
+    for event_name, at, attributes in span.events:
+        append(_ld(b"\x5a", _event_fields(event_name, at, attributes)))
+    error = span.error
+    if error is None:
+        append(_BARE_STATUS[0])
+    elif not error:
+        append(_BARE_STATUS[StatusCode.ERROR._value_])
+    else:
+        append(_ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[StatusCode.ERROR._value_]))
+    append(tail)
+    return _ld(b"\x12", b"".join(out))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRequest:
+    """A finished request's spans as consecutive ScopeSpans.spans fields, and where they belong."""
+
+    resource: Resource
+    scope: InstrumentationScope | None
+    spans: bytes
+    count: int
+
+
+def encode_request(request: RequestTrace) -> EncodedRequest:
+    """The request's spans, children in start order and the server span last, as ``readable_spans``."""
+    spans: list[bytes] = []
+    _request(request, spans)
+    return EncodedRequest(request.resource, request.scope or None, b"".join(spans), len(spans))
+
+
+def _request(request: RequestTrace, spans: list[bytes]) -> None:
+    head = b"\x0a\x10" + request.trace_id.to_bytes(16, "big")
+    if request.trace_state:
+        head += _trace_state(request.trace_state)
+    local = _SPAN_FLAGS[0]
+    for child in request.children:
+        spans.append(_record(child, head, b"\x22\x08" + child.parent_id.to_bytes(8, "big"), local))
+    caller = request.parent
+    if caller is None:
+        spans.append(_record(request.server, head, b"", local))
+    else:
+        parent = b"\x22\x08" + caller.span_id.to_bytes(8, "big")
+        spans.append(_record(request.server, head, parent, _SPAN_FLAGS[bool(caller.is_remote)]))
 
 
 def _resource_parts(resource: Resource) -> tuple[bytes, bytes]:
@@ -346,19 +419,26 @@ def _assemble(groups: _Groups) -> bytes:
     return b"".join(out)
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialized ExportTraceServiceRequest for ``spans``, grouped as the SDK's encoder groups them."""
+def encode_spans(items: Sequence[ReadableSpan | EncodedRequest]) -> bytes:
+    """The serialized ExportTraceServiceRequest for ``items``, grouped as the SDK's encoder groups spans."""
     groups: _Groups = []
     by_ids: dict[tuple[int, int], list[bytes]] = {}
-    for span in spans:
-        resource = span.resource
-        scope = span.instrumentation_scope or None
+    for item in items:
+        if isinstance(item, EncodedRequest):
+            resource, scope, spans = item.resource, item.scope, item.spans
+        else:
+            resource, scope, spans = item.resource, item.instrumentation_scope or None, _span(item)
         ids = (id(resource), id(scope))
         bucket = by_ids.get(ids)
         if bucket is None:
             bucket = by_ids[ids] = _bucket(groups, resource, scope)
-        bucket.append(_span(span))
+        bucket.append(spans)
     return _assemble(groups)
 
 
-__all__ = ["encode_spans"]
+def span_count(items: Sequence[ReadableSpan | EncodedRequest]) -> int:
+    """How many spans ``items`` hold."""
+    return sum(item.count if isinstance(item, EncodedRequest) else 1 for item in items)
+
+
+__all__ = ["EncodedRequest", "encode_request", "encode_spans", "span_count"]

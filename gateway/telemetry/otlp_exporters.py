@@ -1,7 +1,9 @@
-"""The stock OTLP span exporters with ``gateway.telemetry.otlp.encode_spans`` as their encoder.
+"""The stock OTLP span exporters with ``gateway.telemetry.otlp.encode_spans`` as their encoder, and the
+batch processor that queues whole requests for them.
 
 Constructors, environment variables, retries, metrics and results are the parents'; only the encoding
-changes. This module imports both the HTTP and the gRPC exporter: import it when tracing is set up.
+changes, and the batches they export may hold ``EncodedRequest``s besides ``ReadableSpan``s.
+This module imports both the HTTP and the gRPC exporter: import it when tracing is set up.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from opentelemetry.exporter.otlp.proto.http._common import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpOTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from gateway.telemetry.otlp import encode_spans
+from gateway.telemetry.otlp import EncodedRequest, encode_request, encode_spans, span_count
+from gateway.telemetry.request_trace import RequestSpanProcessor, RequestTrace
+
+Item = ReadableSpan | EncodedRequest
 
 _logger = logging.getLogger(__name__)
 
@@ -28,11 +33,11 @@ _logger = logging.getLogger(__name__)
 class HttpSpanExporter(HttpOTLPSpanExporter):
     """OTLP/HTTP (protobuf): the parent's ``export`` step by step, with our encoder."""
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Item]) -> SpanExportResult:
         if self._shutdown:
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
-        with self._metrics.export_operation(len(spans)) as result:
+        with self._metrics.export_operation(span_count(spans)) as result:
             try:
                 body = encode_spans(spans)
             except Exception as error:  # noqa: BLE001 - as the parent: a bad batch fails, never raises
@@ -63,9 +68,33 @@ class HttpSpanExporter(HttpOTLPSpanExporter):
 class GrpcSpanExporter(GrpcOTLPSpanExporter):
     """OTLP/gRPC: the request message parsed from our bytes (a C-speed parse, then the stub serializes)."""
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    def _translate_data(self, data: Sequence[Item]) -> ExportTraceServiceRequest:
         request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(encode_spans(data))
         return request
 
+    def _count_data(self, data: Sequence[Item]) -> int:
+        return span_count(data)
 
-__all__ = ["GrpcSpanExporter", "HttpSpanExporter"]
+
+class RequestBatchSpanProcessor(BatchSpanProcessor, RequestSpanProcessor):
+    """The SDK's batch span processor (``OTEL_BSP_*`` settings, worker thread, flush and shutdown) that
+    also queues a finished request, encoded, as one entry, for ``HttpSpanExporter`` or ``GrpcSpanExporter``.
+
+    One entry per request instead of one per span saves a queue hand-over and building an SDK span
+    object per span; the queue and batch sizes then count requests and spans alike.
+    """
+
+    def __init__(self, exporter: HttpSpanExporter | GrpcSpanExporter) -> None:
+        super().__init__(exporter)
+
+    def on_request_end(self, request: RequestTrace) -> None:
+        try:
+            encoded = encode_request(request)
+        except Exception:  # called as a request ends: spans that cannot be encoded are dropped, not raised
+            _logger.exception("Failed to encode the spans of a request; they are dropped")
+            return
+        # The SDK's BatchProcessor is generic over what it queues; the exporters above take encoded requests.
+        self._batch_processor.emit(encoded)  # type: ignore[arg-type]
+
+
+__all__ = ["GrpcSpanExporter", "HttpSpanExporter", "RequestBatchSpanProcessor"]

@@ -1,13 +1,21 @@
-"""The spans of one request, recorded cheaply and handed to the SDK's span processors when it ends.
+"""The spans of one request, recorded cheaply and handed to the span processors when it ends.
 
 opentelemetry-sdk's own ``Span`` takes a lock, validates every attribute, builds bounded collections
 and attaches a context on start; six of them per request cost more CPU than the rest of a short
-request. A span here is a slotted record with two timestamps and a plain dict. When the server span
-ends, the sampled request's records become SDK ``ReadableSpan`` objects, the type every exporter
-takes, and go to the span processors of the provider's tracer (batch OTLP export, console,
-in-memory in tests). The provider's sampler decides once per request (its children follow it, as
-``ParentBased`` would have them), its id generator makes the ids and its resource is attached.
-Processors get ``on_end`` only: no SDK processor does anything in ``on_start`` for finished spans.
+request. A span here is a slotted record with two timestamps and a plain dict. The provider's sampler
+decides once per request (its children follow it, as ``ParentBased`` would have them), its id
+generator makes the ids and its resource is attached.
+
+When the server span ends, a sampled request goes to the provider's span processors:
+
+* a ``RequestSpanProcessor`` (the gateway's batch OTLP export) takes the finished ``RequestTrace``
+  as it is, one hand-over per request; its exporter encodes the records straight to OTLP;
+* any other processor (console, in-memory in tests) gets each span as an SDK ``ReadableSpan``
+  through ``on_end``, children first and the server span last. No SDK processor does anything in
+  ``on_start`` for finished spans, so that is not called.
+
+The processors are read from a ``RequestTracerProvider`` (the SDK's provider keeps its list private);
+with a plain ``TracerProvider`` every processor gets ``ReadableSpan``s.
 
 The current request is found through one context variable, so logs, the audit trail and the
 ``traceparent`` sent to the engine name the span that is open at the time.
@@ -15,14 +23,15 @@ The current request is found through one context variable, so logs, the audit tr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from time import time_ns
 from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -170,24 +179,86 @@ class RequestTrace:
         """W3C ``traceparent`` naming the current span."""
         return f"00-{self.trace_id:032x}-{self.current.span_id:016x}-{self.flags:02x}"
 
+    @property
+    def resource(self) -> Resource:
+        return self._tracer.resource
+
+    @property
+    def scope(self) -> InstrumentationScope:
+        return self._tracer.scope
+
+    def span_count(self) -> int:
+        return len(self.children) + 1
+
     def finish(self) -> None:
-        """End the server span and hand the sampled spans to the processors."""
+        """End the server span (and any child left open) and hand a sampled request to the processors."""
         self.server.end()
         if self.sampled:
+            for child in self.children:
+                child.end()
             self._tracer.export(self)
+
+    def readable_spans(self) -> Iterator[ReadableSpan]:
+        """The finished spans as SDK ``ReadableSpan``s: children in start order, then the server span."""
+        tracer = self._tracer
+        flags, state = self.flags, self.trace_state
+        server = self.server
+        context = SpanContext(self.trace_id, server.span_id, False, flags, state)
+        contexts = {server.span_id: context}
+        for child in self.children:  # in start order: a parent comes before its children
+            own = contexts[child.span_id] = SpanContext(self.trace_id, child.span_id, False, flags, state)
+            yield tracer.readable(child, own, contexts[child.parent_id])
+        yield tracer.readable(server, context, self.parent)  # last, as it ended last
+
+
+class RequestSpanProcessor(SpanProcessor):
+    """A span processor that takes a sampled request's spans in one call, as records."""
+
+    def on_request_end(self, request: RequestTrace) -> None:
+        """``request`` has finished; its spans are not changed after this call."""
+        raise NotImplementedError
+
+
+class RequestTracerProvider(TracerProvider):
+    """The SDK's tracer provider, keeping the list of its span processors where ``RequestTracer`` can read it."""
+
+    span_processors: tuple[SpanProcessor, ...] = ()
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.span_processors += (span_processor,)
 
 
 class RequestTracer:
-    """Makes ``RequestTrace``s with an SDK tracer's sampler, ids, resource and span processors."""
+    """Makes ``RequestTrace``s with an SDK tracer's sampler, ids, resource and span processors.
 
-    __slots__ = ("_ids", "_processor", "_resource", "_sampler", "_scope", "new_span_id")
+    ``provider`` is the tracer's provider when it is a ``RequestTracerProvider``: its
+    ``RequestSpanProcessor``s then take whole requests.
+    """
 
-    def __init__(self, tracer: SdkTracer, scope: InstrumentationScope) -> None:
+    __slots__ = (
+        "_ids",
+        "_processor",
+        "_provider",
+        "_routes",
+        "_routes_for",
+        "_sampler",
+        "new_span_id",
+        "resource",
+        "scope",
+    )
+
+    def __init__(
+        self, tracer: SdkTracer, scope: InstrumentationScope, provider: RequestTracerProvider | None = None
+    ) -> None:
         self._sampler = tracer.sampler
         self._ids = tracer.id_generator
-        self._resource = tracer.resource
+        self.resource = tracer.resource
         self._processor = tracer.span_processor
-        self._scope = scope
+        self._provider = provider
+        self._routes_for: tuple[SpanProcessor, ...] | None = None
+        self._routes: tuple[tuple[RequestSpanProcessor, ...], tuple[SpanProcessor, ...]] = ((), ())
+        self.scope = scope
         self.new_span_id: Callable[[], int] = self._ids.generate_span_id
 
     def start(
@@ -222,31 +293,40 @@ class RequestTracer:
         return RequestTrace(self, trace_id, server, parent, TraceFlags(flags), result.trace_state)
 
     def export(self, request: RequestTrace) -> None:
-        flags = request.flags
-        server = request.server
-        context = SpanContext(request.trace_id, server.span_id, False, flags, request.trace_state)
-        contexts = {server.span_id: context}
-        on_end = self._processor.on_end
-        for child in request.children:  # in start order: a parent comes before its children
-            child.end()
-            own = SpanContext(request.trace_id, child.span_id, False, flags, request.trace_state)
-            contexts[child.span_id] = own
-            on_end(self._readable(child, own, contexts[child.parent_id]))
-        on_end(self._readable(server, context, request.parent))  # last, as it ended last
+        """Hand a finished, sampled request to the span processors."""
+        if self._provider is None:
+            on_end = self._processor.on_end
+            for span in request.readable_spans():
+                on_end(span)
+            return
+        processors = self._provider.span_processors
+        if processors is not self._routes_for:  # the provider's tuple is replaced when one is added
+            self._routes = (
+                tuple(p for p in processors if isinstance(p, RequestSpanProcessor)),
+                tuple(p for p in processors if not isinstance(p, RequestSpanProcessor)),
+            )
+            self._routes_for = processors
+        whole, per_span = self._routes
+        for processor in whole:
+            processor.on_request_end(request)
+        if per_span:
+            for span in request.readable_spans():
+                for plain in per_span:
+                    plain.on_end(span)
 
-    def _readable(self, span: SpanRecord, context: SpanContext, parent: SpanContext | None) -> ReadableSpan:
+    def readable(self, span: SpanRecord, context: SpanContext, parent: SpanContext | None) -> ReadableSpan:
         return ReadableSpan(
             name=span.name,
             context=context,
             parent=parent,
-            resource=self._resource,
+            resource=self.resource,
             attributes=span.attributes,
             events=[Event(name, attrs, at) for name, at, attrs in span.events] if span.events else (),
             kind=span.kind,
             status=_UNSET if span.error is None else Status(StatusCode.ERROR, span.error or None),
             start_time=span.start_time,
             end_time=span.end_time,
-            instrumentation_scope=self._scope,
+            instrumentation_scope=self.scope,
         )
 
 
@@ -342,8 +422,10 @@ def current_ids() -> tuple[int, int] | None:
 __all__ = [
     "NOOP_SPAN",
     "AttributeValue",
+    "RequestSpanProcessor",
     "RequestTrace",
     "RequestTracer",
+    "RequestTracerProvider",
     "SpanRecord",
     "activate",
     "current_ids",

@@ -25,6 +25,7 @@ from gateway.telemetry.request_trace import (
     NOOP_SPAN,
     AttributeValue,
     RequestTracer,
+    RequestTracerProvider,
     SpanRecord,
     activate,
     current_ids,
@@ -188,7 +189,8 @@ class Telemetry:
             sdk_tracer = provider.get_tracer("menshen", __version__)
             if isinstance(sdk_tracer, SdkTracer):  # not when OTEL_SDK_DISABLED made it a no-op one
                 scope = InstrumentationScope("menshen", __version__)
-                self.request_tracer = RequestTracer(sdk_tracer, scope)
+                routed = provider if isinstance(provider, RequestTracerProvider) else None
+                self.request_tracer = RequestTracer(sdk_tracer, scope, routed)
 
     @property
     def enabled(self) -> bool:

@@ -29,8 +29,8 @@ from urllib.parse import unquote
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -38,6 +38,8 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+
+from gateway.telemetry.request_trace import RequestTracerProvider
 
 Protocol = Literal["http/protobuf", "grpc"]
 DEFAULT_SERVICE_NAME: Final = "menshen"
@@ -170,12 +172,16 @@ def _processor(config: TracingConfig, exporter_name: str) -> SpanProcessor:
         # Development only: synchronous, one JSON document per span on stdout.
         return SimpleSpanProcessor(ConsoleSpanExporter())
     # Imported here: the exporters pull in requests and grpc, which a gateway without tracing never needs.
-    from gateway.telemetry.otlp_exporters import GrpcSpanExporter, HttpSpanExporter
+    from gateway.telemetry.otlp_exporters import (
+        GrpcSpanExporter,
+        HttpSpanExporter,
+        RequestBatchSpanProcessor,
+    )
 
     headers = config.headers or None
     if config.protocol == "grpc":
-        return BatchSpanProcessor(GrpcSpanExporter(endpoint=config.endpoint, headers=headers))
-    return BatchSpanProcessor(HttpSpanExporter(endpoint=config.endpoint, headers=headers))
+        return RequestBatchSpanProcessor(GrpcSpanExporter(endpoint=config.endpoint, headers=headers))
+    return RequestBatchSpanProcessor(HttpSpanExporter(endpoint=config.endpoint, headers=headers))
 
 
 def setup_tracing(
@@ -183,7 +189,7 @@ def setup_tracing(
     *,
     environ: Mapping[str, str] | None = None,
     set_global: bool = True,
-) -> TracerProvider | None:
+) -> RequestTracerProvider | None:
     """Build the tracer provider the ``OTEL_*`` variables describe, or ``None`` when tracing is off.
 
     With ``set_global`` (the default) the provider also becomes OpenTelemetry's global one, which
@@ -193,7 +199,7 @@ def setup_tracing(
     config = TracingConfig.from_env(environ, service_name)
     if not config.enabled:
         return None
-    provider = TracerProvider(
+    provider = RequestTracerProvider(
         sampler=config.build_sampler(),
         resource=Resource.create({SERVICE_NAME: config.service_name}),
     )

@@ -91,8 +91,8 @@ def _answer_chunks(port: int) -> int:
 
 def _helpers_alone(n: int = 3000) -> tuple[float, float]:
     """In-process CPU (us) of one request's spans + metrics with tracing on, and of metrics alone."""
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from gateway.guardrails.pipeline import Decision
     from gateway.telemetry import (
@@ -107,11 +107,12 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
         request_attributes,
         response_attributes,
     )
-    from gateway.telemetry.otlp import encode_spans
-    from gateway.telemetry.request_trace import start_span
+    from gateway.telemetry.otlp import EncodedRequest, encode_spans
+    from gateway.telemetry.otlp_exporters import RequestBatchSpanProcessor
+    from gateway.telemetry.request_trace import RequestTracerProvider, start_span
 
     class Encode(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        def export(self, spans: Sequence[ReadableSpan | EncodedRequest]) -> SpanExportResult:  # type: ignore[override]
             encode_spans(spans)  # what the gateway's OTLP exporters do with a batch
             return SpanExportResult.SUCCESS
 
@@ -157,8 +158,8 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
             t.provider.force_flush()
         return (time.process_time() - c0) / n * 1e6
 
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Encode(), max_queue_size=100_000))
+    provider = RequestTracerProvider()  # as setup_tracing builds it for OTLP export
+    provider.add_span_processor(RequestBatchSpanProcessor(Encode()))  # type: ignore[arg-type]
     on = timed(Telemetry(provider), Metrics())
     provider.shutdown()
     off = timed(Telemetry(None), Metrics())

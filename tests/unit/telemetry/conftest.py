@@ -55,3 +55,9 @@ def captured_logs() -> Iterator[Captured]:
             "DEBUG", json=True, stream=stream, scrubber=Scrubber(literals=["s3cr3t-client-secret-value"])
         )
         yield Captured(stream)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports to local receivers never go through a proxy from the environment."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -244,11 +244,6 @@ def test_a_cached_resource_is_not_confused_with_a_new_one() -> None:
 # -- exporters against real receivers ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @contextmanager
 def receiver(protocol: str, fail: bool = False) -> Iterator[tuple[str, Received]]:
     """A receiver for ``protocol`` and the endpoint its exporter takes; ``fail``: 503 / UNAVAILABLE."""
