@@ -53,14 +53,17 @@ _SPAN_FLAGS: Final = (b"\x85\x01\x00\x01\x00\x00", b"\x85\x01\x00\x03\x00\x00")
 _LINK_FLAGS: Final = (b"\x35\x00\x01\x00\x00", b"\x35\x00\x03\x00\x00")
 _NO_SCOPE: Final = (b"\x0a\x00", b"")  # the SDK sets an empty InstrumentationScope
 _TIMES: Final = struct.Struct("<BQBQ").pack  # start_time_unix_nano and end_time_unix_nano, fixed64
-_CACHED_TYPES: Final = frozenset({str, bool, int, float, bytes})
+# Looked up by value. Floats are not: a duration or a ratio rarely repeats, so they take _float_field.
+_CACHED_TYPES: Final = frozenset({str, bool, int, bytes})
 _CACHE_MAX: Final = 4096
 _CACHE_FIELD_MAX: Final = 512
 _PARTS_CACHE_MAX: Final = 64
 
-# (key, exact type, value) -> length-prefixed KeyValue. The type is in the key since True == 1 == 1.0.
-_kv_cache: dict[tuple[str, type, object], bytes] = {}
+# (field tag, key, exact type, value) -> the whole KeyValue field. The type is in the key since True == 1 == 1.0.
+_kv_cache: dict[tuple[bytes, str, type, object], bytes] = {}
 _name_cache: dict[str, bytes] = {}
+# (field tag, key) -> a double-valued KeyValue field up to its 8 value bytes (the same for every double).
+_float_prefix: dict[tuple[bytes, str], bytes] = {}
 # id(resource or scope) -> (the object, its (leading, trailing) fields). Both keep their attributes in
 # an immutable BoundedAttributes, so the fields cannot go stale; holding the object keeps its id from
 # being reused while the entry lives.
@@ -70,6 +73,8 @@ _parts_cache: dict[int, tuple[object, tuple[bytes, bytes]]] = {}
 def _varint(n: int) -> bytes:
     if n < 128:
         return _VARINT[n]
+    if n < 16384:  # most span lengths
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 127:
         out.append(n & 0x7F | 0x80)
@@ -175,29 +180,59 @@ def _kv_field(key: str, value: object) -> bytes | None:
     return _varint(len(payload)) + payload
 
 
-def _add_attributes(out: list[bytes], tag: bytes, attributes: Attributes) -> None:
-    """Append each attribute as field ``tag``, from the cache where the value is a hashable scalar."""
+def _attributes(tag: bytes, attributes: Attributes) -> bytes:
+    """Each attribute as field ``tag``, from the cache where the value is a hashable scalar."""
     if not attributes:
-        return
-    cache = _kv_cache
-    append = out.append
-    for key, value in attributes.items():
-        kind = type(value)
-        # -0.0 == 0.0 but encodes differently, so float zeros stay out of the cache.
-        if kind in _CACHED_TYPES and (value or kind is not float):
-            cache_key = (key, kind, value)
-            field = cache.get(cache_key)
-            if field is None:
-                field = _kv_field(key, value)
-                if field is None:
-                    continue
-                _remember(cache, cache_key, field)
-        else:
-            field = _kv_field(key, value)
-            if field is None:
-                continue
-        append(tag)
-        append(field)
+        return b""
+    get = _kv_cache.get
+    kind: type = type(None)
+    # One comprehension: a cache hit is a tuple and a lookup. Only scalars are looked up (a list would
+    # not hash); the tag is in the key, so a field is cached whole.
+    return b"".join(
+        [
+            (get((tag, key, kind, value)) if (kind := type(value)) in _CACHED_TYPES else None)
+            or _attribute(tag, key, value, kind)
+            for key, value in attributes.items()
+        ]
+    )
+
+
+def _attribute(tag: bytes, key: str, value: Any, kind: type) -> bytes:
+    """The field where the cache did not have it; empty (logged) where the SDK would drop it."""
+    if kind is float:
+        return _float_field(tag, key, value)
+    # A list of strings (finish reasons) is cached as a tuple; a list of other scalars is not: [1] == [True].
+    cache_key: tuple[bytes, str, type, object] | None = None
+    if kind in _CACHED_TYPES:
+        cache_key = (tag, key, kind, value)
+    elif (kind is list or kind is tuple) and all(type(item) is str for item in value):
+        cache_key = (tag, key, kind, tuple(value))
+        hit = _kv_cache.get(cache_key)
+        if hit is not None:
+            return hit
+    field = _kv_field(key, value)
+    if field is None:
+        return b""
+    field = tag + field
+    if cache_key is not None:
+        _remember(_kv_cache, cache_key, field)
+    return field
+
+
+def _float_field(tag: bytes, key: str, value: float) -> bytes:
+    prefix = _float_prefix.get((tag, key))
+    if prefix is None:
+        field = _kv_field(key, value)
+        if field is None:
+            return b""
+        prefix = tag + field[:-8]
+        _remember(_float_prefix, (tag, key), prefix)
+    return prefix + _DOUBLE(value)
+
+
+def _add_attributes(out: list[bytes], tag: bytes, attributes: Attributes) -> None:
+    if attributes:
+        out.append(_attributes(tag, attributes))
 
 
 def _remember(cache: dict[_K, bytes], key: _K, field: bytes) -> None:
@@ -295,28 +330,33 @@ def _trace_state(state: Mapping[str, str]) -> bytes:
     return _ld(b"\x1a", ",".join([f"{k}={v}" for k, v in state.items()]).encode())
 
 
+_ERROR: Final = StatusCode.ERROR._value_
+
+
 def _record(span: SpanRecord, head: bytes, parent: bytes, tail: bytes) -> bytes:
-    """A span record as ScopeSpans.spans (field 2); ``head`` holds its trace id and state fields,
-    ``parent`` its parent_span_id field (or nothing) and ``tail`` its flags field."""
-    name = span.name
-    out = [head, b"\x12\x08", span.span_id.to_bytes(8, "big"), parent]
-    append = out.append
-    if name:
-        append(_name_cache.get(name) or _name_field(name))
-    append(_KIND[span.kind._value_])
-    append(_TIMES(0x39, span.start_time, 0x41, span.end_time))
-    _add_attributes(out, b"\x4a", span.attributes)
-    for event_name, at, attributes in span.events:
-        append(_ld(b"\x5a", _event_fields(event_name, at, attributes)))
-    error = span.error
-    if error is None:
-        append(_BARE_STATUS[0])
-    elif not error:
-        append(_BARE_STATUS[StatusCode.ERROR._value_])
-    else:
-        append(_ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[StatusCode.ERROR._value_]))
-    append(tail)
-    return _ld(b"\x12", b"".join(out))
+    """A span record as ScopeSpans.spans (field 2). ``head`` holds the fields before its span id (trace id,
+    trace state, the span id's tag), ``parent`` its parent_span_id field (or nothing), ``tail`` its flags."""
+    name, attributes, events, error = span.name, span.attributes, span.events, span.error
+    body = b"".join(
+        (
+            head,
+            span.span_id.to_bytes(8, "big"),
+            parent,
+            (_name_cache.get(name) or _name_field(name)) if name else b"",
+            _KIND[span.kind._value_],
+            _TIMES(0x39, span.start_time, 0x41, span.end_time),
+            _attributes(b"\x4a", attributes) if attributes else b"",
+            # events are (name, time, attributes)
+            b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b"",
+            _BARE_STATUS[0]
+            if error is None
+            else _ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[_ERROR])
+            if error
+            else _BARE_STATUS[_ERROR],
+            tail,
+        )
+    )
+    return b"\x12" + _varint(len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,9 +380,12 @@ def _request(request: RequestTrace, spans: list[bytes]) -> None:
     head = b"\x0a\x10" + request.trace_id.to_bytes(16, "big")
     if request.trace_state:
         head += _trace_state(request.trace_state)
+    head += b"\x12\x08"
     local = _SPAN_FLAGS[0]
-    for child in request.children:
-        spans.append(_record(child, head, b"\x22\x08" + child.parent_id.to_bytes(8, "big"), local))
+    spans += [
+        _record(child, head, b"\x22\x08" + child.parent_id.to_bytes(8, "big"), local)
+        for child in request.children
+    ]
     caller = request.parent
     if caller is None:
         spans.append(_record(request.server, head, b"", local))

@@ -26,14 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from time import time_ns
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -41,6 +41,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 AttributeValue = str | int | float | bool | list[str]
 _W3C: Final = TraceContextTextMapPropagator()
 _UNSET: Final = Status(StatusCode.UNSET)
+_NO_PARENT: Final = Context()
 
 
 class SpanRecord:
@@ -220,9 +221,18 @@ class RequestSpanProcessor(SpanProcessor):
 
 
 class RequestTracerProvider(TracerProvider):
-    """The SDK's tracer provider, keeping the list of its span processors where ``RequestTracer`` can read it."""
+    """The SDK's tracer provider, keeping the list of its span processors where ``RequestTracer`` can read it.
+
+    ``root_sampler``: when the provider's sampler is ``ParentBased(root_sampler)``, requests that come
+    without a caller's context are sampled by the root directly, as ``ParentBased`` would delegate them,
+    without its lookups of a parent that is not there.
+    """
 
     span_processors: tuple[SpanProcessor, ...] = ()
+
+    def __init__(self, *, root_sampler: Sampler | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root_sampler = root_sampler
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)
@@ -240,6 +250,7 @@ class RequestTracer:
         "_ids",
         "_processor",
         "_provider",
+        "_root_sampler",
         "_routes",
         "_routes_for",
         "_sampler",
@@ -252,6 +263,8 @@ class RequestTracer:
         self, tracer: SdkTracer, scope: InstrumentationScope, provider: RequestTracerProvider | None = None
     ) -> None:
         self._sampler = tracer.sampler
+        root = provider.root_sampler if provider is not None else None
+        self._root_sampler = root if root is not None else tracer.sampler
         self._ids = tracer.id_generator
         self.resource = tracer.resource
         self._processor = tracer.span_processor
@@ -269,18 +282,20 @@ class RequestTracer:
         carrier: Mapping[str, str] | None = None,
     ) -> RequestTrace:
         """The trace of a new request, continuing the caller's W3C context in ``carrier`` if valid."""
-        parent_context: Context | None = _W3C.extract(carrier) if carrier else None
         parent: SpanContext | None = None
-        if parent_context is not None:
+        if carrier:
+            parent_context = _W3C.extract(carrier)
             parent = trace.get_current_span(parent_context).get_span_context()
             if not parent.is_valid:
-                parent, parent_context = None, None
+                parent = None
+        # The request's parent is the caller's context or nothing: never a span current in this thread.
         if parent is None:
             trace_id = self._ids.generate_trace_id()
             random_id = self._ids.is_trace_id_random()
+            result = self._root_sampler.should_sample(_NO_PARENT, trace_id, name, kind, attributes)
         else:
             trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
-        result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes)
+            result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes)
         flags = TraceFlags.SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID

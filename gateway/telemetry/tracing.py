@@ -156,14 +156,16 @@ class TracingConfig:
             sampler_ratio=ratio,
         )
 
-    def build_sampler(self) -> Sampler:
-        root: Sampler
+    def build_root_sampler(self) -> Sampler:
+        """The sampler of traces this service starts (the one inside ``ParentBased`` if it is one)."""
         if self.sampler.endswith("always_off"):
-            root = ALWAYS_OFF
-        elif self.sampler.endswith("traceidratio"):
-            root = TraceIdRatioBased(self.sampler_ratio)
-        else:
-            root = ALWAYS_ON
+            return ALWAYS_OFF
+        if self.sampler.endswith("traceidratio"):
+            return TraceIdRatioBased(self.sampler_ratio)
+        return ALWAYS_ON
+
+    def build_sampler(self) -> Sampler:
+        root = self.build_root_sampler()
         return ParentBased(root) if self.sampler.startswith("parentbased_") else root
 
 
@@ -200,6 +202,7 @@ def setup_tracing(
     if not config.enabled:
         return None
     provider = RequestTracerProvider(
+        root_sampler=config.build_root_sampler(),
         sampler=config.build_sampler(),
         resource=Resource.create({SERVICE_NAME: config.service_name}),
     )

@@ -228,11 +228,22 @@ def test_caches_stay_bounded() -> None:
         assert len(otlp._name_cache) <= otlp._CACHE_MAX
     long_value = "长" * 1000
     assert_like_sdk([one_span({"long": long_value})])
-    assert ("long", str, long_value) not in otlp._kv_cache  # long fields are not kept
+    assert not any(key[1] == "long" for key in otlp._kv_cache)  # long fields are not kept
     resources = [Resource({"n": n}) for n in range(otlp._PARTS_CACHE_MAX + 10)]
     batch = [one_span({}, resource=r) for r in resources]
     assert_like_sdk(batch)
     assert len(otlp._parts_cache) <= otlp._PARTS_CACHE_MAX
+
+
+def test_floats_are_not_cached_and_string_lists_are_cached_whole() -> None:
+    """A duration rarely repeats: floats would only churn the cache. Finish reasons repeat: a list of
+    strings is one cached field, while [1] and [True] (equal lists) keep their own types."""
+    otlp._kv_cache.clear()
+    for n in range(100):
+        assert_like_sdk([one_span({"ttft": n / 7, "reasons": ["stop"], "mixed": [n, True]})])
+    assert [key[1] for key in otlp._kv_cache if key[0] == b"\x4a"] == ["reasons"]  # span attributes
+    for value in ([1], [True], (1,), ("1",)):
+        assert_like_sdk([one_span({"list": value})])
 
 
 def test_a_cached_resource_is_not_confused_with_a_new_one() -> None:

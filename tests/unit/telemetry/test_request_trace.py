@@ -9,15 +9,25 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.telemetry import Telemetry
 from gateway.telemetry.request_trace import (
     NOOP_SPAN,
+    RequestTracerProvider,
     current_ids,
     current_span,
+    current_trace,
     inject_traceparent,
     phase,
     start_span,
@@ -156,6 +166,31 @@ def test_sampler_attributes_and_tracestate_are_kept_and_sent_upstream() -> None:
     assert dict(spans["GET /v1/models"].attributes or {})["sampler.tag"] == "x"
     assert upstream["tracestate"] == "s=1"
     assert upstream["traceparent"].split("-")[2] == format(spans["chat m"].context.span_id, "016x")
+
+
+def test_the_root_sampler_decides_alone_only_for_requests_without_a_caller() -> None:
+    """A RequestTracerProvider samples a new trace by its root sampler, as ParentBased would delegate it,
+    and a caller's trace by the caller's sampled flag."""
+    ratio = TraceIdRatioBased(0.5)
+    provider = RequestTracerProvider(root_sampler=ratio, sampler=ParentBased(ratio))
+    t = Telemetry(provider)
+    sampled: list[bool] = []
+    for _ in range(200):
+        with t.server_span("GET /x"):
+            request = current_trace()
+            assert request is not None
+            expected = ratio.should_sample(None, request.trace_id, "GET /x").decision
+            assert request.sampled is (expected is Decision.RECORD_AND_SAMPLE)
+            sampled.append(request.sampled)
+    assert 50 < sum(sampled) < 150  # both decisions were taken
+    never = RequestTracerProvider(root_sampler=ALWAYS_OFF, sampler=ParentBased(ALWAYS_OFF))
+    for flags, expected_sampled in (("01", True), ("00", False)):
+        carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-{flags}"}
+        with Telemetry(never).server_span("GET /x", carrier):
+            request = current_trace()
+            assert request is not None
+            assert request.sampled is expected_sampled
+            assert format(request.trace_id, "032x") == CLIENT_TRACE
 
 
 @pytest.mark.parametrize(
