@@ -18,7 +18,7 @@ from gateway.telemetry.spans import EXCLUDED_PATHS
 
 # Scope keys shared with the recorder and the server-span middleware.
 ACCESS_LOGGED: Final = "menshen.access_logged"
-TRACE_ID: Final = "menshen.trace_id"
+TRACE_ID: Final = "menshen.trace_id"  # the trace id as an int
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,7 +53,7 @@ class AccessLogMiddleware:
                     # no response started: the app failed (500) or the client went away first (499)
                     status=send_with_status.status or (500 if failed else 499),
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    trace_id=state.get(TRACE_ID),
+                    trace_id=format(trace_id, "032x") if (trace_id := state.get(TRACE_ID)) else None,
                 )
 
 

@@ -9,8 +9,9 @@ the client address and user agent, the caller's W3C ``traceparent`` continued, t
 request's trace (``request_trace``: cheap span records exported when the request ends) current for the whole
 request. The span is named ``{method} {route}`` once Litestar has routed the
 request, and just ``{method}`` for a path no route matches, as the HTTP conventions ask (a scanner's
-random paths must not become span names). Every attribute costs about 2 µs to export, so the optional ones that
-only repeat the deployment (server address and port, protocol version) are left out.
+random paths must not become span names). Every attribute is recorded, encoded and exported with every
+request, so the optional ones that only repeat the deployment (server address and port, protocol
+version) are left out.
 
 Request and response headers are never recorded: they carry bearer tokens.
 """
@@ -52,9 +53,11 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         if not isinstance(config, ServerSpanConfig) or config.request_tracer is None:
             raise TypeError("ServerSpanMiddleware is configured with a ServerSpanConfig")
         self._tracer: RequestTracer = config.request_tracer
+        # Exact paths, checked here: the plugin's `exclude` regular expressions cost a search per request.
+        self._untraced = config.untraced_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in self._untraced:
             await self.app(scope, receive, send)
             return
         # Any token is a valid method on the wire: unknown ones become `_OTHER` and the span `HTTP`.
@@ -78,7 +81,7 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         request = self._tracer.start(span_name, SpanKind.SERVER, attributes, carrier)
         span = request.server
         send_with_status = StatusSend(send)
-        scope["state"][TRACE_ID] = format(request.trace_id, "032x")  # for the access line
+        scope["state"][TRACE_ID] = request.trace_id  # for the access line
         token = activate(request)
         try:
             await self.app(scope, receive, send_with_status)
@@ -103,9 +106,11 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
 
 @dataclass
 class ServerSpanConfig(OpenTelemetryConfig):
-    """Litestar's plugin configuration, plus the ``RequestTracer`` the server spans are made with."""
+    """Litestar's plugin configuration, plus the ``RequestTracer`` the server spans are made with and the
+    exact paths that are never traced."""
 
     request_tracer: RequestTracer | None = None
+    untraced_paths: frozenset[str] = frozenset()
     middleware_class: type[OpenTelemetryInstrumentationMiddleware] = ServerSpanMiddleware
 
 

@@ -208,8 +208,7 @@ class Telemetry:
         from gateway.telemetry.server_span import ServerSpanConfig
 
         config = ServerSpanConfig(
-            request_tracer=self.request_tracer,
-            exclude=[f"^{re.escape(p)}$" for p in EXCLUDED_PATHS],
+            request_tracer=self.request_tracer, untraced_paths=frozenset(EXCLUDED_PATHS)
         )
         return config.middleware
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -238,11 +238,14 @@ def start_gateway(
     profile_to: Path | None = None,
     gc_freeze: bool = False,
     api_key_file: Path | None = None,
+    prefix: Sequence[str] = (),
+    startup_s: float = 60,
 ) -> tuple[subprocess.Popen[bytes], int, Probe]:
     """``python -m gateway serve`` as a process; returns once /healthz answers.
 
     The returned ``Probe`` brackets a measurement: garbage-collector figures, the cProfile written to
     ``profile_to`` when given, and ``gc_freeze`` (``gc.freeze()`` at its start: what that fix would give).
+    ``prefix`` runs the process under a tool (valgrind), allowed ``startup_s`` to become healthy.
     """
     port = free_port()
     stats = data_dir.with_name(data_dir.name + f"-probe-{port}.json")
@@ -251,14 +254,14 @@ def start_gateway(
         extra["MENSHEN_BENCH_PROFILE"] = str(profile_to)
     if gc_freeze:
         extra["MENSHEN_BENCH_FREEZE"] = "1"
-    args = [sys.executable, "-c", _PROBED_SERVE, str(stats),
+    args = [*prefix, sys.executable, "-c", _PROBED_SERVE, str(stats),
         "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream,
         "--auth", "none", "--policies", str(policies), "--data-dir", str(data_dir), "--log-level", "warning",
     ]  # fmt: skip
     if api_key_file is not None:
         args += ["--upstream-api-key-file", str(api_key_file)]
     proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(extra), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -272,7 +275,7 @@ def start_gateway(
             pass
         time.sleep(0.1)
     stop_process(proc)
-    raise RuntimeError("the gateway did not become healthy within 60 s")
+    raise RuntimeError(f"the gateway did not become healthy within {startup_s:.0f} s")
 
 
 def _drain(proc: subprocess.Popen[bytes]) -> None:

@@ -14,12 +14,20 @@ may coalesce several chunks into one read when it falls behind, so chunks are co
 times the telemetry helpers alone, in this process, for one request's worth of spans and metrics.
 Target (issue 5): tracing on adds <= 10% to both figures.
 
-    .venv/bin/python tests/perf/bench_telemetry.py [--rounds 3] [--seconds 1.5] [--streams 16]
+CPU time on a shared machine moves by 10-30% from round to round. ``--instructions N`` adds a figure that
+does not: each configuration in turn under valgrind's callgrind, the instructions the gateway process
+executes (all threads) for N sequential non-streamed requests, divided by N. Exports are then triggered
+by batch size only (OTEL_BSP_SCHEDULE_DELAY is raised), as they are at full speed; the gateway runs about
+50 times slower under valgrind, so this takes a few minutes.
+
+    .venv/bin/python tests/perf/bench_telemetry.py [--rounds 3] [--seconds 1.5] [--streams 16] [--instructions 1024]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,6 +174,56 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
     return on, off
 
 
+def _sequential(port: int, request: bytes, n: int) -> None:
+    async def go() -> None:
+        conn = await Conn.open(port)
+        try:
+            for _ in range(n):
+                await conn.json(request)
+        finally:
+            conn.close()
+
+    runner()(go())
+
+
+def _callgrind_totals(out: Path) -> int:
+    """Instructions in callgrind's dumps of ``out`` (``out.1``, ...): the last ``totals:`` line of each."""
+    total = 0
+    for part in out.parent.glob(out.name + ".*"):
+        lines = [line for line in part.read_text().splitlines() if line.startswith("totals:")]
+        total += int(lines[-1].split()[1]) if lines else 0
+    return total
+
+
+def _instructions(
+    upstream: str, policies: Path, tmp: Path, envs: dict[str, dict[str, str]], n: int
+) -> dict[str, float]:
+    """Instructions per non-streamed request, by configuration, counted by callgrind."""
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    if valgrind is None or control is None:
+        raise SystemExit("--instructions needs valgrind (callgrind and callgrind_control)")
+    figures: dict[str, float] = {}
+    for name, env in envs.items():  # one at a time: each is a valgrind process
+        out = tmp / f"callgrind-{name}.out"
+        tool = [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        env = {**env, "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+        proc, port, _ = start_gateway(
+            upstream, policies, tmp / f"data-cg-{name}", env=env, prefix=tool, startup_s=900
+        )
+        try:
+            request = post_bytes("/v1/chat/completions", chat_body(stream=False, max_tokens=4), port)
+            _sequential(port, request, 50)  # warm: imports, caches, connections
+            subprocess.run([control, "-i", "on", str(proc.pid)], check=True, capture_output=True)
+            _sequential(port, request, n)
+            time.sleep(10)  # the batch the last request filled is exported inside the window
+            subprocess.run([control, "-i", "off", str(proc.pid)], check=True, capture_output=True)
+            subprocess.run([control, "-d", str(proc.pid)], check=True, capture_output=True)
+        finally:
+            stop_process(proc, timeout=120)
+        figures[name] = _callgrind_totals(out) / n
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,6 +232,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one load round")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams in the chunk rounds")
     parser.add_argument("--workers", type=int, default=4, help="connections in the request rounds")
+    parser.add_argument(
+        "--instructions", type=int, default=0, metavar="N", help="also count instructions over N requests"
+    )
     args = parser.parse_args()
     run = runner()
 
@@ -219,6 +280,12 @@ def main() -> None:
                 json_round(port)()
             per_request = _rounds(pids, {n: json_round(p) for n, p in ports.items()}, args.rounds, "request")
             per_chunk = _rounds(pids, {n: stream_round(p) for n, p in ports.items()}, args.rounds, "chunk")
+            for proc, _, _ in gateways.values():
+                stop_process(proc)
+            instructions = {}
+            if args.instructions:
+                envs = {"off": {}, "sampled": unsampled, "on": otel_env(sink_url)}
+                instructions = _instructions(upstream, policies, tmp, envs, args.instructions)
         finally:
             for proc, _, _ in gateways.values():
                 stop_process(proc)
@@ -240,6 +307,13 @@ def main() -> None:
         print(f"{label:22s} {off:9.1f} {sampled:10.1f} {on:10.1f} {added:+8.1%}  {verdict(added <= TARGET)}")
         for name in ("off", "sampled", "on"):
             print(f"{'':24s}{name:8s} rounds: {', '.join(f'{v:.1f}' for v in figures[name])}")
+    if instructions:
+        off, sampled, on = (instructions[name] for name in ("off", "sampled", "on"))
+        added = on / off - 1
+        print(
+            f"{'instructions/request':22s} {off:9,.0f} {sampled:10,.0f} {on:10,.0f} {added:+8.1%}  "
+            f"{verdict(added <= TARGET)}  (callgrind, {args.instructions} sequential requests each)"
+        )
     print(f"OTLP sink: {sink.requests} exports, {sink.size:,} bytes, {spans} spans")
     print(
         f"telemetry helpers alone (6 spans + metrics, in process): {helpers_on:.1f} us traced, {helpers_off:.1f} us off"
