@@ -33,7 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from gateway.telemetry.request_trace import RequestTrace, SpanRecord
+from gateway.telemetry.request_trace import RequestTrace
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -333,32 +333,6 @@ def _trace_state(state: Mapping[str, str]) -> bytes:
 _ERROR: Final = StatusCode.ERROR._value_
 
 
-def _record(span: SpanRecord, head: bytes, parent: bytes, tail: bytes) -> bytes:
-    """A span record as ScopeSpans.spans (field 2). ``head`` holds the fields before its span id (trace id,
-    trace state, the span id's tag), ``parent`` its parent_span_id field (or nothing), ``tail`` its flags."""
-    name, attributes, events, error = span.name, span.attributes, span.events, span.error
-    body = b"".join(
-        (
-            head,
-            span.span_id.to_bytes(8, "big"),
-            parent,
-            (_name_cache.get(name) or _name_field(name)) if name else b"",
-            _KIND[span.kind._value_],
-            _TIMES(0x39, span.start_time, 0x41, span.end_time),
-            _attributes(b"\x4a", attributes) if attributes else b"",
-            # events are (name, time, attributes)
-            b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b"",
-            _BARE_STATUS[0]
-            if error is None
-            else _ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[_ERROR])
-            if error
-            else _BARE_STATUS[_ERROR],
-            tail,
-        )
-    )
-    return b"\x12" + _varint(len(body)) + body
-
-
 @dataclass(frozen=True, slots=True)
 class EncodedRequest:
     """A finished request's spans as consecutive ScopeSpans.spans fields, and where they belong."""
@@ -377,21 +351,41 @@ def encode_request(request: RequestTrace) -> EncodedRequest:
 
 
 def _request(request: RequestTrace, spans: list[bytes]) -> None:
-    head = b"\x0a\x10" + request.trace_id.to_bytes(16, "big")
+    """Append each span record as ScopeSpans.spans (field 2), in ``readable_spans`` order; one loop, as
+    it runs for every request."""
+    head = b"\x0a\x10" + request.trace_id.to_bytes(16, "big")  # trace id, state, the span id's tag
     if request.trace_state:
         head += _trace_state(request.trace_state)
     head += b"\x12\x08"
-    local = _SPAN_FLAGS[0]
-    spans += [
-        _record(child, head, b"\x22\x08" + child.parent_id.to_bytes(8, "big"), local)
-        for child in request.children
-    ]
+    server = request.server
     caller = request.parent
-    if caller is None:
-        spans.append(_record(request.server, head, b"", local))
-    else:
-        parent = b"\x22\x08" + caller.span_id.to_bytes(8, "big")
-        spans.append(_record(request.server, head, parent, _SPAN_FLAGS[bool(caller.is_remote)]))
+    server_parent = b"" if caller is None else b"\x22\x08" + caller.span_id.to_bytes(8, "big")
+    local = _SPAN_FLAGS[0]
+    server_flags = local if caller is None else _SPAN_FLAGS[bool(caller.is_remote)]
+    names, name_field, kinds, times, attributes_of = _name_cache, _name_field, _KIND, _TIMES, _attributes
+    for span in (*request.children, server):
+        name, attributes, events, error = span.name, span.attributes, span.events, span.error
+        parent_id = span.parent_id  # 0 for the server span only
+        body = b"".join(
+            (
+                head,
+                span.span_id.to_bytes(8, "big"),
+                b"\x22\x08" + parent_id.to_bytes(8, "big") if parent_id else server_parent,
+                (names.get(name) or name_field(name)) if name else b"",
+                kinds[span.kind._value_],
+                times(0x39, span.start_time, 0x41, span.end_time),
+                attributes_of(b"\x4a", attributes) if attributes else b"",
+                # events are (name, time, attributes)
+                b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b"",
+                _BARE_STATUS[0]
+                if error is None
+                else _ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[_ERROR])
+                if error
+                else _BARE_STATUS[_ERROR],
+                local if parent_id else server_flags,
+            )
+        )
+        spans.append(b"\x12" + _varint(len(body)) + body)
 
 
 def _resource_parts(resource: Resource) -> tuple[bytes, bytes]:

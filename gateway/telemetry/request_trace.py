@@ -33,7 +33,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -42,6 +42,14 @@ AttributeValue = str | int | float | bool | list[str]
 _W3C: Final = TraceContextTextMapPropagator()
 _UNSET: Final = Status(StatusCode.UNSET)
 _NO_PARENT: Final = Context()
+# Trace flags by [sampled][random trace id].
+_FLAGS: Final = tuple(
+    tuple(
+        TraceFlags((TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0))
+        for random in (False, True)
+    )
+    for sampled in (False, True)
+)
 
 
 class SpanRecord:
@@ -157,7 +165,7 @@ class RequestTrace:
         self.server = server
         self.parent = parent
         self.flags = flags
-        self.sampled = flags.sampled
+        self.sampled = bool(flags & TraceFlags.SAMPLED)
         self.trace_state = trace_state
         self.children: list[SpanRecord] = []
         self.current = server
@@ -196,7 +204,8 @@ class RequestTrace:
         self.server.end()
         if self.sampled:
             for child in self.children:
-                child.end()
+                if not child.end_time:
+                    child.end()
             self._tracer.export(self)
 
     def readable_spans(self) -> Iterator[ReadableSpan]:
@@ -237,6 +246,19 @@ class RequestTracerProvider(TracerProvider):
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)
         self.span_processors += (span_processor,)
+
+
+def _root_decision(sampler: Sampler, trace_id: int) -> bool | None:
+    """The decision of the SDK's own root samplers, which add no attributes and no trace state, taken as they
+    take it (``should_sample`` builds a result object and looks up the current context twice); ``None``
+    for any other sampler, which is then asked."""
+    if sampler is ALWAYS_ON:
+        return True
+    if sampler is ALWAYS_OFF:
+        return False
+    if type(sampler) is TraceIdRatioBased:
+        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < sampler.bound
+    return None
 
 
 class RequestTracer:
@@ -289,23 +311,28 @@ class RequestTracer:
             if not parent.is_valid:
                 parent = None
         # The request's parent is the caller's context or nothing: never a span current in this thread.
+        trace_state: TraceState | None = None
         if parent is None:
             trace_id = self._ids.generate_trace_id()
             random_id = self._ids.is_trace_id_random()
-            result = self._root_sampler.should_sample(_NO_PARENT, trace_id, name, kind, attributes)
+            sampled = _root_decision(self._root_sampler, trace_id)
+            if sampled is None:
+                result = self._root_sampler.should_sample(_NO_PARENT, trace_id, name, kind, attributes)
         else:
             trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+            sampled = None
             result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes)
-        flags = TraceFlags.SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
-        if random_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
-        if flags & TraceFlags.SAMPLED:
-            if result.attributes:
+        if sampled is None:
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            trace_state = result.trace_state
+            if sampled and result.attributes:
                 attributes.update(result.attributes)
+        if sampled:
             server = SpanRecord(name, self.new_span_id(), kind, attributes)
         else:
             server = _NoopSpan(name, self.new_span_id(), kind)
-        return RequestTrace(self, trace_id, server, parent, TraceFlags(flags), result.trace_state)
+        flags = _FLAGS[sampled][bool(random_id)]
+        return RequestTrace(self, trace_id, server, parent, flags, trace_state)
 
     def export(self, request: RequestTrace) -> None:
         """Hand a finished, sampled request to the span processors."""

@@ -183,6 +183,11 @@ def test_the_root_sampler_decides_alone_only_for_requests_without_a_caller() -> 
             assert request.sampled is (expected is Decision.RECORD_AND_SAMPLE)
             sampled.append(request.sampled)
     assert 50 < sum(sampled) < 150  # both decisions were taken
+    for root, expected_sampled in ((ALWAYS_ON, True), (ALWAYS_OFF, False)):
+        with Telemetry(RequestTracerProvider(root_sampler=root, sampler=root)).server_span("GET /x"):
+            request = current_trace()
+            assert request is not None
+            assert request.sampled is expected_sampled
     never = RequestTracerProvider(root_sampler=ALWAYS_OFF, sampler=ParentBased(ALWAYS_OFF))
     for flags, expected_sampled in (("01", True), ("00", False)):
         carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-{flags}"}
