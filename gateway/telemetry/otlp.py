@@ -253,8 +253,11 @@ def _status(status: Status | None) -> bytes:
     """Span.status (field 15); the SDK always sets it, to an empty Status when UNSET."""
     if status is None:
         return b""
-    description = status.description
-    code: int = status.status_code._value_  # _value_ is a plain attribute, .value a descriptor call
+    # _value_ is a plain attribute, .value a descriptor call
+    return _status_field(status.status_code._value_, status.description)
+
+
+def _status_field(code: int, description: str | None) -> bytes:
     if not description:
         return _BARE_STATUS[code]
     return _ld(b"\x7a", _ld(b"\x12", description.encode()) + (b"\x18" + _varint(code) if code else b""))
@@ -377,11 +380,7 @@ def _request(request: RequestTrace, spans: list[bytes]) -> None:
                 attributes_of(b"\x4a", attributes) if attributes else b"",
                 # events are (name, time, attributes)
                 b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b"",
-                _BARE_STATUS[0]
-                if error is None
-                else _ld(b"\x7a", _ld(b"\x12", error.encode()) + b"\x18" + _VARINT[_ERROR])
-                if error
-                else _BARE_STATUS[_ERROR],
+                _BARE_STATUS[0] if error is None else _status_field(_ERROR, error),
                 local if parent_id else server_flags,
             )
         )

@@ -196,9 +196,6 @@ class RequestTrace:
     def scope(self) -> InstrumentationScope:
         return self._tracer.scope
 
-    def span_count(self) -> int:
-        return len(self.children) + 1
-
     def finish(self) -> None:
         """End the server span (and any child left open) and hand a sampled request to the processors."""
         self.server.end()
