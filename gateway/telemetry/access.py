@@ -19,6 +19,7 @@ from gateway.telemetry.spans import EXCLUDED_PATHS
 # Scope keys shared with the recorder and the server-span middleware.
 ACCESS_LOGGED: Final = "menshen.access_logged"
 TRACE_ID: Final = "menshen.trace_id"  # the trace id as an int
+RESPONSE: Final = "menshen.response"  # the StatusSend that sees the response status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,7 +39,7 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        send_with_status = StatusSend(send)
+        send_with_status = state[RESPONSE] = StatusSend(send)
         failed = False
         try:
             await self.app(scope, receive, send_with_status)
@@ -46,6 +47,9 @@ class AccessLogMiddleware:
             failed = True  # the server answers 500 for an app that raised
             raise
         finally:
+            # It holds the server's send, which holds the scope: left in the scope, that cycle would keep
+            # the request's objects for the garbage collector instead of freeing them now.
+            state.pop(RESPONSE, None)
             if not state.get(ACCESS_LOGGED):
                 log_access(
                     method=scope["method"],
@@ -57,4 +61,4 @@ class AccessLogMiddleware:
                 )
 
 
-__all__ = ["ACCESS_LOGGED", "TRACE_ID", "AccessLogMiddleware"]
+__all__ = ["ACCESS_LOGGED", "RESPONSE", "TRACE_ID", "AccessLogMiddleware"]

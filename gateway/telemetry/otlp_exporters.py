@@ -94,7 +94,14 @@ class RequestBatchSpanProcessor(BatchSpanProcessor, RequestSpanProcessor):
             _logger.exception("Failed to encode the spans of a request; they are dropped")
             return
         # The SDK's BatchProcessor is generic over what it queues; the exporters above take encoded requests.
-        self._batch_processor.emit(encoded)  # type: ignore[arg-type]
+        batch = self._batch_processor
+        queue = batch._queue
+        if not batch._shutdown and len(queue) < batch._max_export_batch_size - 1:
+            # What its emit does while the queue is short of a batch, without the process-id check that
+            # its os.register_at_fork hook already covers: queued, with no drop and no worker to wake.
+            queue.appendleft(encoded)
+        else:
+            batch.emit(encoded)  # type: ignore[arg-type]
 
 
 __all__ = ["GrpcSpanExporter", "HttpSpanExporter", "RequestBatchSpanProcessor"]

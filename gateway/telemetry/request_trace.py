@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
+from random import getrandbits
 from time import time_ns
 from typing import Any, Final
 
@@ -33,12 +34,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 AttributeValue = str | int | float | bool | list[str]
+EventAttributes = dict[str, str | int | float]
 _W3C: Final = TraceContextTextMapPropagator()
 _UNSET: Final = Status(StatusCode.UNSET)
 _NO_PARENT: Final = Context()
@@ -79,7 +82,7 @@ class SpanRecord:
         self.parent_id = 0  # 0: the server span, whose parent is the caller's (if any)
         self.kind = kind
         self.attributes: dict[str, AttributeValue] = attributes if attributes is not None else {}
-        self.events: list[tuple[str, int, dict[str, str | int | float]]] = []
+        self.events: list[tuple[str, int, EventAttributes]] | None = None  # most spans have none
         self.error: str | None = None
         self.start_time = time_ns()
         self.end_time = 0
@@ -93,8 +96,12 @@ class SpanRecord:
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         self.attributes.update(attributes)
 
-    def add_event(self, name: str, attributes: dict[str, str | int | float]) -> None:
-        self.events.append((name, time_ns(), attributes))
+    def add_event(self, name: str, attributes: EventAttributes) -> None:
+        event = (name, time_ns(), attributes)
+        if self.events is None:
+            self.events = [event]
+        else:
+            self.events.append(event)
 
     def set_error(self, description: str = "") -> None:
         """Status ERROR with ``description`` (an error code, never text from a request)."""
@@ -119,7 +126,7 @@ class _NoopSpan(SpanRecord):
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         pass
 
-    def add_event(self, name: str, attributes: dict[str, str | int | float]) -> None:
+    def add_event(self, name: str, attributes: EventAttributes) -> None:
         pass
 
     def set_error(self, description: str = "") -> None:
@@ -177,9 +184,12 @@ class RequestTrace:
         attributes: dict[str, AttributeValue] | None = None,
     ) -> SpanRecord:
         """A child of the current span, started now."""
+        tracer = self._tracer
+        # RandomIdGenerator's draw, without its call (a zero id, 2**-64 likely, is drawn again by it).
+        span_id = (tracer.random_ids and getrandbits(64)) or tracer.new_span_id()
         if not self.sampled:
-            return _NoopSpan(name, self._tracer.new_span_id(), kind)
-        span = SpanRecord(name, self._tracer.new_span_id(), kind, attributes)
+            return _NoopSpan(name, span_id, kind)
+        span = SpanRecord(name, span_id, kind, attributes)
         span.parent_id = self.current.span_id
         self.children.append(span)
         return span
@@ -269,11 +279,13 @@ class RequestTracer:
         "_ids",
         "_processor",
         "_provider",
+        "_random_trace_ids",
         "_root_sampler",
         "_routes",
         "_routes_for",
         "_sampler",
         "new_span_id",
+        "random_ids",
         "resource",
         "scope",
     )
@@ -292,6 +304,8 @@ class RequestTracer:
         self._routes: tuple[tuple[RequestSpanProcessor, ...], tuple[SpanProcessor, ...]] = ((), ())
         self.scope = scope
         self.new_span_id: Callable[[], int] = self._ids.generate_span_id
+        self.random_ids = type(self._ids) is RandomIdGenerator
+        self._random_trace_ids = self._ids.is_trace_id_random()  # a property of the generator
 
     def start(
         self,
@@ -310,8 +324,9 @@ class RequestTracer:
         # The request's parent is the caller's context or nothing: never a span current in this thread.
         trace_state: TraceState | None = None
         if parent is None:
-            trace_id = self._ids.generate_trace_id()
-            random_id = self._ids.is_trace_id_random()
+            # RandomIdGenerator's draw without its call, as for span ids (RequestTrace.child).
+            trace_id = (self.random_ids and getrandbits(128)) or self._ids.generate_trace_id()
+            random_id = self._random_trace_ids
             sampled = _root_decision(self._root_sampler, trace_id)
             if sampled is None:
                 result = self._root_sampler.should_sample(_NO_PARENT, trace_id, name, kind, attributes)

@@ -26,7 +26,7 @@ from litestar.middleware.base import AbstractMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryInstrumentationMiddleware
 from opentelemetry.trace import SpanKind
 
-from gateway.telemetry.access import TRACE_ID
+from gateway.telemetry.access import RESPONSE, TRACE_ID
 from gateway.telemetry.asgi import StatusSend
 from gateway.telemetry.request_trace import AttributeValue, RequestTracer, activate, deactivate
 
@@ -52,11 +52,13 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         )
         if not isinstance(config, ServerSpanConfig) or config.request_tracer is None:
             raise TypeError("ServerSpanMiddleware is configured with a ServerSpanConfig")
+        if config.exclude or config.exclude_opt_key:  # see the end of this module
+            raise ValueError("ServerSpanConfig excludes paths with untraced_paths only")
         self._tracer: RequestTracer = config.request_tracer
         # Exact paths, checked here: the plugin's `exclude` regular expressions cost a search per request.
         self._untraced = config.untraced_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] in self._untraced:
             await self.app(scope, receive, send)
             return
@@ -80,11 +82,15 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
         span_name = method if method != "_OTHER" else "HTTP"
         request = self._tracer.start(span_name, SpanKind.SERVER, attributes, carrier)
         span = request.server
-        send_with_status = StatusSend(send)
-        scope["state"][TRACE_ID] = request.trace_id  # for the access line
+        state = scope["state"]
+        state[TRACE_ID] = request.trace_id  # for the access line
+        # The access-log middleware outside already keeps the status; wrap send only where it is absent.
+        response: StatusSend | None = state.get(RESPONSE)
+        if response is None:
+            response = send = StatusSend(send)
         token = activate(request)
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, send)
         except BaseException as exc:
             span.set_attribute("error.type", type(exc).__qualname__)
             span.set_error()
@@ -95,13 +101,15 @@ class ServerSpanMiddleware(OpenTelemetryInstrumentationMiddleware):
             if route:
                 span.name = f"{span_name} {route}"
                 span.set_attribute("http.route", route)
-            status = send_with_status.status
+            status = response.status
             if status:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if status >= 500:
                     span.set_attribute("error.type", str(status))
                     span.set_error(span.error or "")
             request.finish()
+
+    __call__ = _traced
 
 
 @dataclass
@@ -113,5 +121,10 @@ class ServerSpanConfig(OpenTelemetryConfig):
     untraced_paths: frozenset[str] = frozenset()
     middleware_class: type[OpenTelemetryInstrumentationMiddleware] = ServerSpanMiddleware
 
+
+# Litestar's AbstractMiddleware wraps each subclass's __call__ in a second coroutine per request that checks
+# the scope type, the `exclude` patterns and `exclude_opt_key` again; `_traced` checks the type and the
+# untraced paths itself, and `__init__` refuses the other two, so the ASGI call goes to it directly.
+ServerSpanMiddleware.__call__ = ServerSpanMiddleware._traced  # type: ignore[method-assign]
 
 __all__ = ["HTTP_RESPONSE_STATUS_CODE", "ServerSpanConfig", "ServerSpanMiddleware"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -74,8 +75,8 @@ def requests(draw: st.DrawFn) -> RequestTrace:
         child = request.child(draw(NAMES), draw(st.sampled_from(SpanKind)), draw(PLAIN_ATTRIBUTES))
         spans.append(child)
     for span in spans:
-        for name, at, attributes in draw(EVENTS):
-            span.events.append((name, at, attributes))
+        events = draw(EVENTS)
+        span.events = [(name, at, attributes) for name, at, attributes in events] or None
         error = draw(ERRORS)
         if error is not None:
             span.set_error(error)
@@ -157,3 +158,33 @@ def test_a_request_that_cannot_be_encoded_is_dropped_and_logged(caplog: pytest.L
     assert "Failed to encode the spans of a request" in caplog.text
     assert [span_count(batch) for batch in sent] == [3]  # type: ignore[arg-type]
     provider.shutdown()
+
+
+def test_the_request_that_fills_a_batch_wakes_the_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests are queued without waking the export thread until one fills OTEL_BSP_MAX_EXPORT_BATCH_SIZE;
+    after shutdown nothing more is queued."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "3")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # never by the timer in this test
+    sent: list[int] = []
+    exported = threading.Event()
+
+    class Count(InMemorySpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            sent.append(span_count(spans))
+            exported.set()
+            return super().export([])
+
+    provider = RequestTracerProvider()
+    processor = RequestBatchSpanProcessor(Count())  # type: ignore[arg-type]
+    provider.add_span_processor(processor)
+    telemetry = Telemetry(provider)
+    served(telemetry, 2)
+    assert not exported.wait(0.3)  # two requests: below a batch, the thread sleeps on
+    served(telemetry, 1)
+    assert exported.wait(10)
+    assert sent == [9]  # one batch: 3 requests x 3 spans
+    served(telemetry, 1)
+    provider.shutdown()  # exports what is queued
+    assert sent == [9, 3]
+    served(telemetry, 1)
+    assert len(processor._batch_processor._queue) == 0
