@@ -32,7 +32,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from gateway.telemetry.request_trace import RequestTrace
+from gateway.telemetry.request_trace import RequestTrace, SpanRecord
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -52,20 +52,19 @@ _SPAN_FLAGS: Final = (b"\x85\x01\x00\x01\x00\x00", b"\x85\x01\x00\x03\x00\x00")
 _LINK_FLAGS: Final = (b"\x35\x00\x01\x00\x00", b"\x35\x00\x03\x00\x00")
 _NO_SCOPE: Final = (b"\x0a\x00", b"")  # the SDK sets an empty InstrumentationScope
 _TIMES: Final = struct.Struct("<BQBQ").pack  # start_time_unix_nano and end_time_unix_nano, fixed64
-# A child's span_id and parent_span_id fields after the span id's tag: big-endian, as the SDK's to_bytes.
-_CHILD_IDS: Final = struct.Struct(">Q2sQ").pack
 _SPAN_TAGS: Final = tuple(b"\x12" + _VARINT[n] for n in range(128))  # ScopeSpans.spans, short ones
-# Looked up by value. Floats are not: a duration or a ratio rarely repeats, so they take _float_field.
+# Attribute values cached by value (see _attribute).
 _CACHED_TYPES: Final = frozenset({str, bool, int, bytes})
 _CACHE_MAX: Final = 4096
 _CACHE_FIELD_MAX: Final = 512
 _PARTS_CACHE_MAX: Final = 64
 
-# (field tag, key, exact type, value) -> the whole KeyValue field. The type is in the key since True == 1 == 1.0.
-_kv_cache: dict[tuple[bytes, str, type, object], bytes] = {}
+# Field tag -> (key, exact type, value) -> the whole KeyValue field. The type is in the key since True == 1 == 1.0.
+_kv_cache: dict[bytes, dict[tuple[str, type, object], bytes]] = {}
 _name_cache: dict[str, bytes] = {}
 # By SpanKind value, then name: the name and kind fields of a span record.
 _name_kind_cache: Final[tuple[dict[str, bytes], ...]] = tuple({} for _ in _KIND)
+_lead_packers: dict[int, Callable[[bytes, int, bytes, int], bytes]] = {}
 # (field tag, key) -> a double-valued KeyValue field up to its 8 value bytes (the same for every double).
 _float_prefix: dict[tuple[bytes, str], bytes] = {}
 # id(resource or scope) -> (the object, its (leading, trailing) fields). Both keep their attributes in
@@ -185,33 +184,45 @@ def _kv_field(key: str, value: object) -> bytes | None:
 
 
 def _attributes(tag: bytes, attributes: Attributes) -> bytes:
-    """Each attribute as field ``tag``, from the cache where the value is a hashable scalar."""
+    """Each attribute as field ``tag``, from the cache where it has the field."""
     if not attributes:
         return b""
-    get = _kv_cache.get
-    kind: type = type(None)
-    # One comprehension: a cache hit is a tuple and a lookup. Only scalars are looked up (a list would
-    # not hash); the tag is in the key, so a field is cached whole.
-    return b"".join(
-        [
-            (get((tag, key, kind, value)) if (kind := type(value)) in _CACHED_TYPES else None)
-            or _attribute(tag, key, value, kind)
-            for key, value in attributes.items()
-        ]
-    )
+    cache = _kv_cache.get(tag)
+    if cache is None:
+        cache = _kv_cache[tag] = {}
+    get = cache.get
+    try:
+        # One comprehension: a cache hit is a tuple and a lookup. Floats and other values never cached
+        # (see _attribute) miss.
+        return b"".join(
+            [
+                get((key, type(value), value)) or _attribute(cache, tag, key, value)
+                for key, value in attributes.items()
+            ]
+        )
+    except TypeError:  # a value that does not hash (a list): only scalars are looked up
+        return b"".join(
+            [
+                (get((key, kind, value)) if (kind := type(value)) in _CACHED_TYPES else None)
+                or _attribute(cache, tag, key, value)
+                for key, value in attributes.items()
+            ]
+        )
 
 
-def _attribute(tag: bytes, key: str, value: Any, kind: type) -> bytes:
-    """The field where the cache did not have it; empty (logged) where the SDK would drop it."""
+def _attribute(cache: dict[tuple[str, type, object], bytes], tag: bytes, key: str, value: Any) -> bytes:
+    """The field where ``cache`` (field ``tag``'s) did not have it; empty (logged) where the SDK would drop
+    it. Scalars but floats are cached (a duration or a ratio rarely repeats), and sequences of strings (finish
+    reasons), as tuples; not other sequences, since (1,) == (True,)."""
+    kind = type(value)
     if kind is float:
         return _float_field(tag, key, value)
-    # A list of strings (finish reasons) is cached as a tuple; a list of other scalars is not: [1] == [True].
-    cache_key: tuple[bytes, str, type, object] | None = None
+    cache_key: tuple[str, type, object] | None = None
     if kind in _CACHED_TYPES:
-        cache_key = (tag, key, kind, value)
+        cache_key = (key, kind, value)
     elif (kind is list or kind is tuple) and all(type(item) is str for item in value):
-        cache_key = (tag, key, kind, tuple(value))
-        hit = _kv_cache.get(cache_key)
+        cache_key = (key, kind, tuple(value))
+        hit = cache.get(cache_key)
         if hit is not None:
             return hit
     field = _kv_field(key, value)
@@ -219,7 +230,7 @@ def _attribute(tag: bytes, key: str, value: Any, kind: type) -> bytes:
         return b""
     field = tag + field
     if cache_key is not None:
-        _remember(_kv_cache, cache_key, field)
+        _remember(cache, cache_key, field)
     return field
 
 
@@ -357,48 +368,79 @@ def encode_request(request: RequestTrace) -> EncodedRequest:
 
 def _request(request: RequestTrace) -> tuple[bytes, int]:
     """The span records as consecutive ScopeSpans.spans fields (field 2), in ``readable_spans`` order, and
-    their count. One loop and one join per request, as it runs for every request: each span's length is
-    summed from its parts instead of joining the span first."""
+    their count. It runs for every request, so: one join per request (each span's length is summed from
+    its parts), a child's leading fields in one ``struct`` call, and the server span (last, and the only
+    one whose parent may be the caller's) after the loop."""
     head = b"\x0a\x10" + request.trace_id.to_bytes(16, "big")  # trace id, state, the span id's tag
     if request.trace_state:
         head += _trace_state(request.trace_state)
     head += b"\x12\x08"
-    caller = request.parent
-    server_parent = b"" if caller is None else b"\x22\x08" + caller.span_id.to_bytes(8, "big")
+    lead = _lead_packer(len(head))  # head, span_id, parent_span_id
     local = _SPAN_FLAGS[0]
-    server_flags = local if caller is None else _SPAN_FLAGS[bool(caller.is_remote)]
-    fixed = len(head) + 18 + len(local)  # with the two timestamps and the flags
+    plain_tail = _BARE_STATUS[0] + local  # no events, status UNSET, flags: most spans
+    fixed = len(head) + 18 + 18  # the leading fields and the two timestamps
     out: list[bytes] = []
     extend = out.extend
-    names, ids, times, attributes_of, tags = _name_kind_cache, _CHILD_IDS, _TIMES, _attributes, _SPAN_TAGS
-    spans = (*request.children, request.server)
-    for span in spans:
-        attributes, events, error, parent_id = span.attributes, span.events, span.error, span.parent_id
-        if parent_id:  # 0 for the server span only
-            id_fields, flags = ids(span.span_id, b"\x22\x08", parent_id), local
-        else:
-            id_fields, flags = span.span_id.to_bytes(8, "big") + server_parent, server_flags
+    names, times, attributes_of, tags = _name_kind_cache, _TIMES, _attributes, _SPAN_TAGS
+    children = request.children
+    for span in children:
+        attributes = span.attributes
+        attrs = attributes_of(b"\x4a", attributes) if attributes else b""
         kind = span.kind._value_
         name_kind = names[kind].get(span.name) or _name_kind(span.name, kind)
-        attrs = attributes_of(b"\x4a", attributes) if attributes else b""
-        # events are (name, time, attributes)
-        evs = b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b""
-        status = _BARE_STATUS[0] if error is None else _status_field(_ERROR, error)
-        size = fixed + len(id_fields) + len(name_kind) + len(attrs) + len(evs) + len(status)
+        tail = plain_tail if span.events is None and span.error is None else _tail(span, local)
+        size = fixed + len(name_kind) + len(attrs) + len(tail)
         extend(
             (
                 tags[size] if size < 128 else b"\x12" + _varint(size),
-                head,
-                id_fields,
+                lead(head, span.span_id, b"\x22\x08", span.parent_id),
                 name_kind,
                 times(0x39, span.start_time, 0x41, span.end_time),
                 attrs,
-                evs,
-                status,
-                flags,
+                tail,
             )
         )
-    return b"".join(out), len(spans)
+    server, caller = request.server, request.parent
+    lead_fields = head + server.span_id.to_bytes(8, "big")
+    if caller is not None:
+        lead_fields += b"\x22\x08" + caller.span_id.to_bytes(8, "big")
+    flags = local if caller is None else _SPAN_FLAGS[bool(caller.is_remote)]
+    kind = server.kind._value_
+    body = b"".join(
+        (
+            lead_fields,
+            names[kind].get(server.name) or _name_kind(server.name, kind),
+            times(0x39, server.start_time, 0x41, server.end_time),
+            attributes_of(b"\x4a", server.attributes) if server.attributes else b"",
+            _tail(server, flags),
+        )
+    )
+    extend((b"\x12", _varint(len(body)), body))
+    return b"".join(out), len(children) + 1
+
+
+def _tail(span: SpanRecord, flags: bytes) -> bytes:
+    """A span record's events (``(name, time, attributes)``), status and ``flags``."""
+    events, error = span.events, span.error
+    return b"".join(
+        (
+            b"".join([_ld(b"\x5a", _event_fields(*event)) for event in events]) if events else b"",
+            _BARE_STATUS[0] if error is None else _status_field(_ERROR, error),
+            flags,
+        )
+    )
+
+
+def _lead_packer(head_size: int) -> Callable[[bytes, int, bytes, int], bytes]:
+    """Packs a child's leading fields: ``head`` (trace id and state, the span id's tag) and its span and
+    parent ids, big-endian as the SDK's ``to_bytes``; by ``head``'s size, which a trace state changes."""
+    pack = _lead_packers.get(head_size)
+    if pack is None:
+        pack = struct.Struct(f">{head_size}sQ2sQ").pack
+        if len(_lead_packers) >= _PARTS_CACHE_MAX:
+            _lead_packers.clear()
+        _lead_packers[head_size] = pack
+    return pack
 
 
 def _name_kind(name: str, kind: int) -> bytes:

@@ -40,11 +40,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-AttributeValue = str | int | float | bool | list[str]
+AttributeValue = str | int | float | bool | tuple[str, ...] | list[str]
 EventAttributes = dict[str, str | int | float]
 _W3C: Final = TraceContextTextMapPropagator()
 _UNSET: Final = Status(StatusCode.UNSET)
 _NO_PARENT: Final = Context()
+_TRACE_ID_LIMIT: Final = TraceIdRatioBased.TRACE_ID_LIMIT
 # Trace flags by [sampled][random trace id].
 _FLAGS: Final = tuple(
     tuple(
@@ -255,16 +256,17 @@ class RequestTracerProvider(TracerProvider):
         self.span_processors += (span_processor,)
 
 
-def _root_decision(sampler: Sampler, trace_id: int) -> bool | None:
-    """The decision of the SDK's own root samplers, which add no attributes and no trace state, taken as they
-    take it (``should_sample`` builds a result object and looks up the current context twice); ``None``
-    for any other sampler, which is then asked."""
+def _root_bound(sampler: Sampler) -> int | None:
+    """For the SDK's own root samplers, which add no attributes and no trace state, the bound that a new
+    trace id's low 64 bits are sampled below (``TraceIdRatioBased``'s test), so that a request is decided
+    without a call (``should_sample`` builds a result object and looks up the current context twice);
+    ``None`` for any other sampler, which is then asked."""
     if sampler is ALWAYS_ON:
-        return True
+        return TraceIdRatioBased.TRACE_ID_LIMIT + 1
     if sampler is ALWAYS_OFF:
-        return False
+        return 0
     if type(sampler) is TraceIdRatioBased:
-        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < sampler.bound
+        return sampler.bound
     return None
 
 
@@ -280,6 +282,7 @@ class RequestTracer:
         "_processor",
         "_provider",
         "_random_trace_ids",
+        "_root_bound",
         "_root_sampler",
         "_routes",
         "_routes_for",
@@ -306,6 +309,7 @@ class RequestTracer:
         self.new_span_id: Callable[[], int] = self._ids.generate_span_id
         self.random_ids = type(self._ids) is RandomIdGenerator
         self._random_trace_ids = self._ids.is_trace_id_random()  # a property of the generator
+        self._root_bound = _root_bound(self._root_sampler)
 
     def start(
         self,
@@ -327,7 +331,8 @@ class RequestTracer:
             # RandomIdGenerator's draw without its call, as for span ids (RequestTrace.child).
             trace_id = (self.random_ids and getrandbits(128)) or self._ids.generate_trace_id()
             random_id = self._random_trace_ids
-            sampled = _root_decision(self._root_sampler, trace_id)
+            bound = self._root_bound
+            sampled = trace_id & _TRACE_ID_LIMIT < bound if bound is not None else None
             if sampled is None:
                 result = self._root_sampler.should_sample(_NO_PARENT, trace_id, name, kind, attributes)
         else:
@@ -339,10 +344,8 @@ class RequestTracer:
             trace_state = result.trace_state
             if sampled and result.attributes:
                 attributes.update(result.attributes)
-        if sampled:
-            server = SpanRecord(name, self.new_span_id(), kind, attributes)
-        else:
-            server = _NoopSpan(name, self.new_span_id(), kind)
+        span_id = (self.random_ids and getrandbits(64)) or self.new_span_id()
+        server = SpanRecord(name, span_id, kind, attributes) if sampled else _NoopSpan(name, span_id, kind)
         flags = _FLAGS[sampled][bool(random_id)]
         return RequestTrace(self, trace_id, server, parent, flags, trace_state)
 
@@ -448,7 +451,8 @@ class phase:
         if exc_type is not None:
             span.set_error(exc_type.__qualname__)
         request.current = self._outer
-        span.end()
+        if not span.end_time:  # SpanRecord.end, inline: no-op spans of unsampled requests are never read
+            span.end_time = time_ns()
 
 
 def inject_traceparent(headers: dict[str, str]) -> None:

@@ -117,7 +117,7 @@ def response_attributes(
     if output_tokens is not None:
         attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
     if finish_reasons:
-        attrs[GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
+        attrs[GEN_AI_RESPONSE_FINISH_REASONS] = tuple(finish_reasons)
     if ttft_s is not None:
         attrs[GEN_AI_TTFT] = ttft_s
     if response_model is not None:

@@ -224,11 +224,13 @@ def test_true_one_and_one_point_zero_keep_their_types() -> None:
 def test_caches_stay_bounded() -> None:
     for n in range(otlp._CACHE_MAX + 10):
         encode_spans([one_span({"n": n}, name=f"span {n}")])
-        assert len(otlp._kv_cache) <= otlp._CACHE_MAX
+        assert all(len(cache) <= otlp._CACHE_MAX for cache in otlp._kv_cache.values())
         assert len(otlp._name_cache) <= otlp._CACHE_MAX
     long_value = "长" * 1000
     assert_like_sdk([one_span({"long": long_value})])
-    assert not any(key[1] == "long" for key in otlp._kv_cache)  # long fields are not kept
+    assert not any(
+        key[0] == "long" for cache in otlp._kv_cache.values() for key in cache
+    )  # long fields are not kept
     resources = [Resource({"n": n}) for n in range(otlp._PARTS_CACHE_MAX + 10)]
     batch = [one_span({}, resource=r) for r in resources]
     assert_like_sdk(batch)
@@ -241,8 +243,8 @@ def test_floats_are_not_cached_and_string_lists_are_cached_whole() -> None:
     otlp._kv_cache.clear()
     for n in range(100):
         assert_like_sdk([one_span({"ttft": n / 7, "reasons": ["stop"], "mixed": [n, True]})])
-    assert [key[1] for key in otlp._kv_cache if key[0] == b"\x4a"] == ["reasons"]  # span attributes
-    for value in ([1], [True], (1,), ("1",)):
+    assert [key[0] for key in otlp._kv_cache[b"\x4a"]] == ["reasons"]  # span attributes
+    for value in ([1], [True], (1,), ("1",), (1,), (True,), ["1"], ("1",)):
         assert_like_sdk([one_span({"list": value})])
 
 
