@@ -110,7 +110,9 @@ def _server_attributes(rng: random.Random) -> dict[str, AttributeValue]:
         "menshen.policy.version": "2025-06-01.3",
         "gen_ai.usage.input_tokens": rng.randint(20, 4000),
         "gen_ai.usage.output_tokens": rng.randint(1, 1024),
-        "gen_ai.response.finish_reasons": [rng.choice(("stop", "length"))],
+        "gen_ai.response.finish_reasons": (
+            rng.choice(("stop", "length")),
+        ),  # a tuple, as the recorder sets it
     }
 
 
