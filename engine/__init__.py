@@ -11,7 +11,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.demo_model import DemoModelError, default_data_dir, demo_model_dir, prepare_demo_model
+    from engine.demo_model import DemoModelError, demo_model_dir, prepare_demo_model
+    from engine.paths import data_dir
     from engine.profiles import (
         PROFILES,
         ArgValue,
@@ -46,7 +47,7 @@ __all__ = [
     "SupervisorConfig",
     "SupervisorConfigError",
     "build_command",
-    "default_data_dir",
+    "data_dir",
     "demo_model_dir",
     "get_profile",
     "prepare_demo_model",
@@ -56,7 +57,7 @@ __all__ = [
 _HOME = MappingProxyType(
     {
         "DemoModelError": "demo_model",
-        "default_data_dir": "demo_model",
+        "data_dir": "paths",
         "demo_model_dir": "demo_model",
         "prepare_demo_model": "demo_model",
         "PROFILES": "profiles",

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.paths import data_dir as data_dir_default
+
 DEMO_MODEL_NAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = ".menshen-ready.json"
@@ -35,14 +37,6 @@ Converter = Callable[[Path, Path], None]
 
 class DemoModelError(RuntimeError):
     """The demo model cannot be prepared (package missing, conversion failed)."""
-
-
-def default_data_dir() -> Path:
-    """``$GATEWAY_DATA_DIR``, else ``~/.cache/menshen`` (``$XDG_CACHE_HOME`` respected)."""
-    if env := os.environ.get("GATEWAY_DATA_DIR"):
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "menshen"
 
 
 def demo_model_dir(data_dir: Path) -> Path:
@@ -150,7 +144,7 @@ def prepare_demo_model(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    data_dir = Path(args[0]).expanduser() if args else default_data_dir()
+    data_dir = Path(args[0]).expanduser() if args else data_dir_default()
     try:
         path = prepare_demo_model(data_dir)
     except DemoModelError as exc:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from engine.demo_model import default_data_dir, demo_model_dir, is_demo_model_ready
+from engine.demo_model import demo_model_dir, is_demo_model_ready
+from engine.paths import data_dir as default_data_dir
 from engine.process import free_port, level_of, signal_group, wait_exit, with_parent_death_signal
 from engine.profiles import EngineCommand, build_command, normalise_arg_name
 from engine.supervisor_config import EngineStatus, SupervisorConfig, SupervisorConfigError

@@ -19,14 +19,13 @@ from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import PluginProtocol
-from pydantic import ValidationError
 
 from engine.client import EngineClient, EngineClientConfig
-from gateway.auth import AuthConfig, Authenticator, BuiltinIssuer
+from gateway.auth import Authenticator, BuiltinIssuer
 from gateway.errors import GatewayError, error_json
 from gateway.policy.store import PolicyStore
 from gateway.policy.watcher import install_sighup, watch
-from gateway.ratelimit import RateLimitConfig, RateLimiter
+from gateway.ratelimit import RateLimiter
 from gateway.relay.service import RelayService
 from gateway.routes.completions import CompletionsController
 from gateway.routes.health import healthz, readyz
@@ -69,27 +68,6 @@ class AppParts:
     extra_plugins: list[PluginProtocol] = field(default_factory=list)
 
 
-def auth_config(settings: Settings) -> AuthConfig:
-    data = settings.data_dir
-    return AuthConfig(
-        modes=frozenset(settings.auth),
-        jwt_issuer=settings.jwt_issuer,
-        jwt_audience=settings.jwt_audience,
-        jwks_url=settings.jwks_url,
-        algorithms=settings.jwt_algorithms,
-        leeway_s=settings.jwt_leeway,
-        introspection_url=settings.introspection_url,
-        introspection_client_id=settings.introspection_client_id,
-        introspection_client_secret_file=settings.introspection_client_secret_file,
-        builtin_issuer=settings.auth_issuer or f"http://{settings.host}:{settings.port}",
-        key_file=settings.auth_key_file or data / "issuer-keys.json",
-        secrets_file=settings.auth_secrets_file or data / "client-secrets.yaml",
-        token_ttl_s=settings.token_ttl,
-        token_attempts_per_address=settings.token_attempts_per_address,
-        token_failures_per_client=settings.token_failures_per_client,
-    )
-
-
 def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Telemetry, BuiltinIssuer | None]:
     """Every collaborator, validated; raises on an invalid policy bundle or auth configuration."""
     telemetry = parts.telemetry or Telemetry(setup_tracing(set_global=False))
@@ -97,8 +75,8 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     audit = AuditLog(
         settings.audit_path,
-        load_or_create_key(settings.data_dir / "audit.key"),
-        max_bytes=settings.audit_max_bytes,
+        load_or_create_key(settings.audit_key_path),
+        max_bytes=settings.telemetry.audit_max_bytes,
         on_failure=lambda _exc: metrics.audit_failure(),
     )
 
@@ -110,10 +88,7 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
     metrics.policy_reload(ok=True, version=policy.current.short_version)
     metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
 
-    cfg = auth_config(settings)
-    problems = cfg.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
+    cfg = settings.auth
     http = httpx.AsyncClient(timeout=cfg.fetch_timeout_s, trust_env=False, follow_redirects=False)
     authenticator = Authenticator.from_config(cfg, http)
     issuer = (
@@ -122,23 +97,15 @@ def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Tele
         else None
     )
 
-    try:
-        limit_config = RateLimitConfig(
-            redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
-            command_timeout_ms=settings.redis_timeout_ms,
-        )
-    except ValidationError as exc:
-        # Never render the input: a Redis URL may carry its password.
-        problems = [f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)]
-        raise ValueError("; ".join(problems)) from None
-    limiter = RateLimiter(limit_config)
+    limiter = RateLimiter(settings.ratelimit)
+    engine_settings = settings.engine
     engine = EngineClient(
         EngineClientConfig(
-            base_url=settings.upstream,
-            api_key=parts.engine_api_key or read_secret_file(settings.upstream_api_key_file),
-            connect_timeout_s=settings.connect_timeout,
-            first_token_timeout_s=settings.first_token_timeout,
-            idle_timeout_s=settings.idle_timeout,
+            base_url=engine_settings.upstream,
+            api_key=parts.engine_api_key or read_secret_file(engine_settings.upstream_api_key_file),
+            connect_timeout_s=engine_settings.connect_timeout,
+            first_token_timeout_s=engine_settings.first_token_timeout,
+            idle_timeout_s=engine_settings.idle_timeout,
         ),
     )
     state = GatewayState(
@@ -173,9 +140,10 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             asyncio.create_task(watch(state.policy), name="policy-watcher"),
             asyncio.create_task(_refresh_gauges(state), name="gauges"),
         ]
+        metrics_port = settings.telemetry.metrics_port
         metrics_server = (
-            state.recorder.metrics.serve_metrics(settings.host, settings.metrics_port)
-            if settings.metrics_port is not None
+            state.recorder.metrics.serve_metrics(settings.server.host, metrics_port)
+            if metrics_port is not None
             else None
         )
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -206,9 +174,9 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
                 telemetry.shutdown()
 
     route_handlers: list[Any] = [CompletionsController, list_models, healthz, readyz]
-    if settings.metrics_port is None:
+    if settings.telemetry.metrics_port is None:
         route_handlers.append(
-            metrics_route(state.recorder.metrics, read_secret_file(settings.metrics_token_file))
+            metrics_route(state.recorder.metrics, read_secret_file(settings.telemetry.metrics_token_file))
         )
     if issuer is not None:
         route_handlers.append(oauth_router(issuer))
@@ -224,7 +192,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         lifespan=[lifespan],
         plugins=plugins,
         middleware=[otel] if otel is not None else [],
-        request_max_body_size=settings.max_body_bytes,
+        request_max_body_size=settings.server.max_body_bytes,
         openapi_config=None,
         # The gateway configures logging itself (JSON with the scrubber); Litestar's default would replace it.
         logging_config=None,
@@ -280,4 +248,4 @@ def _unexpected(_request: Request[Any, Any, Any], exc: Exception) -> Response[by
     return Response(body, status_code=500, media_type="application/json")
 
 
-__all__ = ["AppParts", "auth_config", "build_state", "create_app"]
+__all__ = ["AppParts", "build_state", "create_app"]

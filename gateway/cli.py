@@ -1,6 +1,8 @@
 """The ``gateway`` command: serve | up | policy check/test | client add | keys rotate | token | audit verify.
 
-Every ``serve``/``up`` flag is generated from ``Settings``, so each has its ``GATEWAY_*`` variable too.
+Every command that touches the installation (``serve``, ``up``, ``token``, ``client add``, ``keys rotate``,
+``audit verify``) takes the same settings flags, generated from ``Settings``, and the same ``GATEWAY_*``
+variables, so that each derives paths and the issuer URL the same way.
 """
 
 from __future__ import annotations
@@ -9,47 +11,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from typing import Any, get_args
-
-from pydantic.fields import FieldInfo
 
 from gateway import __version__
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import ConfigError, add_settings_flags, settings_from_args
 
-# Fields `gateway up` sets itself; the rest are shared with `serve`.
-_UP_MANAGED = {"upstream", "upstream_api_key_file"}
-
-
-def _add_settings_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    group = parser.add_argument_group("settings (each also read from GATEWAY_<NAME>)")
-    for name, info in Settings.model_fields.items():
-        if name in skip:
-            continue
-        flag = "--" + name.replace("_", "-")
-        env = f"GATEWAY_{name.upper()}"
-        group.add_argument(
-            flag,
-            dest=f"setting_{name}",
-            default=None,
-            metavar=_metavar(info),
-            help=f"{info.description or ''} [{env}]",
-        )
-
-
-def _metavar(info: FieldInfo) -> str:
-    args = get_args(info.annotation)
-    if info.annotation is bool or bool in args:
-        return "BOOL"
-    return "VALUE"
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {
-        key.removeprefix("setting_"): value
-        for key, value in vars(args).items()
-        if key.startswith("setting_") and value is not None
-    }
-    return load_settings(**overrides)
+# Settings `gateway up` sets itself: the engine it starts listens on a port and key of its own.
+_UP_MANAGED = frozenset({"upstream", "upstream_api_key_file"})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -57,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return run_server(settings)
@@ -68,7 +35,7 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(run_up(settings, profile=args.profile, engine_args=args.engine_arg or []))
@@ -86,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the gateway in front of an OpenAI-compatible engine")
-    _add_settings_flags(serve)
+    add_settings_flags(serve)
     serve.set_defaults(func=_serve)
 
     up = sub.add_parser("up", help="start the colocated vLLM engine and the gateway as one service")
@@ -99,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a vLLM argument of the profile, e.g. max-model-len=8192 (repeatable; NAME= removes it)",
     )
-    _add_settings_flags(up, skip=_UP_MANAGED)
+    add_settings_flags(up, skip=_UP_MANAGED)
     up.set_defaults(func=_up)
 
     policy_commands.register(sub)
@@ -111,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: Any = args.func(args)
-    return int(result or 0) if isinstance(result, int | None) else 1
+    result: object = args.func(args)
+    return int(result) if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -21,8 +21,14 @@ log = logging.getLogger("menshen")
 def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.Server, Telemetry] | None:
     """Logging, tracing and the app; None (after printing every problem) when something is invalid."""
     parts = parts or AppParts()
-    secrets = [s for s in (parts.engine_api_key, read_secret_file(settings.upstream_api_key_file)) if s]
-    configure_logging(settings.log_level, json=settings.log_json, scrubber=Scrubber(literals=secrets))
+    secrets = [
+        s for s in (parts.engine_api_key, read_secret_file(settings.engine.upstream_api_key_file)) if s
+    ]
+    configure_logging(
+        settings.telemetry.log_level,
+        json=settings.telemetry.log_json is not False,
+        scrubber=Scrubber(literals=secrets),
+    )
     try:
         telemetry = Telemetry(setup_tracing("menshen"))
     except TracingConfigError as exc:
@@ -41,12 +47,12 @@ def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.
     except ValueError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return None
-    if "none" in settings.auth:
+    if "none" in settings.auth.modes:
         log.warning("AUTHENTICATION IS DISABLED (--auth none); loopback only, for local development")
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         log_config=None,
         access_log=False,
         lifespan="on",

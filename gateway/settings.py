@@ -1,26 +1,34 @@
-"""Typed settings. Every field is a ``gateway serve`` flag and a ``GATEWAY_*`` environment variable.
+"""The gateway's one configuration tree.
 
-Flags override the environment. Validation happens once at start, and every problem is reported at once
-(``SettingsError.problems``) rather than one per restart.
+``Settings`` nests one section per concern (``server``, ``engine``, ``ratelimit``, ``auth``, ``telemetry``)
+beside the policy bundle and the data dir. Every leaf field is a setting with one flag and one variable,
+named by ``gateway.options.option`` or after the field (``--first-token-timeout``, ``GATEWAY_FIRST_TOKEN_TIMEOUT``).
+Every command (``serve``, ``up``, ``token``, ``client add``, ``keys rotate``, ``audit verify``) reads the same
+flags and variables through ``load_settings``; flags win over the environment. Values that follow from
+others (the built-in issuer's URL from the listening address, files inside the data dir) are derived here,
+once, so that every command derives them the same way. Validation reports every problem at once, each
+with its flag and variable, in one ``ConfigError``.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import argparse
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
-AuthMode = Literal["jwt", "introspection", "builtin", "none"]
+from engine.paths import data_dir
+from gateway.auth.config import AuthConfig, AuthMode, is_loopback_host
+from gateway.options import OPTION_KEY
+from gateway.ratelimit import RateLimitConfig
+
 MiB = 1024 * 1024
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("GATEWAY_DATA_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "menshen"
+ENV_PREFIX = "GATEWAY_"
 
 
 def default_policies() -> Path:
@@ -28,13 +36,33 @@ def default_policies() -> Path:
     return Path(__file__).resolve().parent.parent / "policies" / "default"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", frozen=True)
+def _section(description: str) -> ConfigDict:
+    return ConfigDict(extra="forbid", frozen=True, title=description)
 
-    # --- listening
+
+class ServerSettings(BaseModel):
+    model_config = _section("listening")
+
     host: str = Field("127.0.0.1", description="Address to bind. Loopback unless told otherwise.")
     port: int = Field(8080, ge=1, le=65535, description="Port to bind.")
-    # --- engine
+    max_body_bytes: int = Field(
+        MiB, ge=1024, le=64 * MiB, description="Largest request body accepted (413 above)."
+    )
+
+    @property
+    def binds_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` as a client on this machine reaches it (IPv6 literals in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class EngineSettings(BaseModel):
+    model_config = _section("engine")
+
     upstream: str = Field("http://127.0.0.1:8000", description="Base URL of the OpenAI-compatible engine.")
     upstream_api_key_file: Path | None = Field(
         None, description="File holding the engine's internal API key."
@@ -42,40 +70,11 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the engine.")
     first_token_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the first chunk.")
     idle_timeout: float = Field(30.0, gt=0, description="Seconds allowed between two chunks.")
-    max_body_bytes: int = Field(
-        MiB, ge=1024, le=64 * MiB, description="Largest request body accepted (413 above)."
-    )
-    # --- policy and data
-    policies: Path = Field(default_factory=default_policies, description="Policy bundle directory.")
-    data_dir: Path = Field(
-        default_factory=default_data_dir, description="Keys, secrets, audit log, demo model."
-    )
-    # --- rate limits
-    redis_url: SecretStr | None = Field(None, description="Redis URL for shared limits (memory when unset).")
-    redis_timeout_ms: int = Field(50, ge=1, le=5000, description="Timeout of each Redis command.")
-    # --- auth
-    auth: Annotated[tuple[AuthMode, ...], NoDecode] = Field(
-        ("builtin",), description="Comma-separated: jwt, introspection, builtin (combinable) or none."
-    )
-    jwt_issuer: str | None = Field(None, description="Issuer (iss) of the company IdP's tokens.")
-    jwt_audience: str | None = Field(None, description="Audience (aud) the tokens must carry.")
-    jwks_url: str | None = Field(None, description="JWKS URL; when unset, OIDC discovery from the issuer.")
-    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("RS256", "PS256", "ES256"), description="Allowed JWS algorithms (add EdDSA to allow it)."
-    )
-    jwt_leeway: float = Field(30.0, ge=0, le=300, description="Clock leeway for exp/nbf/iat, seconds.")
-    introspection_url: str | None = Field(None, description="RFC 7662 introspection endpoint.")
-    introspection_client_id: str | None = Field(None, description="Client id for the introspection endpoint.")
-    introspection_client_secret_file: Path | None = Field(None, description="File with its client secret.")
-    auth_issuer: str | None = Field(
-        None, description="iss of the built-in issuer (default http://HOST:PORT)."
-    )
-    auth_key_file: Path | None = Field(None, description="Built-in issuer's signing keys (default DATA_DIR).")
-    auth_secrets_file: Path | None = Field(None, description="Client secret hashes (default DATA_DIR).")
-    token_attempts_per_address: str = Field("30/minute", description="Token endpoint attempts per address.")
-    token_failures_per_client: str = Field("10/minute", description="Failed token logins per client id.")
-    token_ttl: int = Field(3600, ge=60, le=86400, description="Lifetime of built-in tokens, seconds.")
-    # --- observability
+
+
+class TelemetrySettings(BaseModel):
+    model_config = _section("observability")
+
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port instead.")
     metrics_token_file: Path | None = Field(None, description="Require this bearer token on /metrics.")
     audit_log: Path | None = Field(
@@ -83,84 +82,222 @@ class Settings(BaseSettings):
     )
     audit_max_bytes: int = Field(64 * MiB, ge=4096, description="Rotate the audit log at this size.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    log_json: bool = Field(True, description="JSON log lines (false: plain text for development).")
+    log_json: bool | None = Field(
+        None,
+        description="JSON log lines (true), human-readable lines (false); unset: JSON unless stderr is a terminal.",
+    )
 
-    @field_validator("auth", "jwt_algorithms", mode="before")
+
+class Settings(BaseModel):
+    """The whole configuration; build it with ``load_settings`` (flags and ``GATEWAY_*`` variables)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    policies: Path = Field(default_factory=default_policies, description="Policy bundle directory.")
+    data_dir: Path = Field(
+        default_factory=data_dir, description="Keys, secrets, audit log, demo model and engine logs."
+    )
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+
+    @model_validator(mode="before")
     @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @property
-    def binds_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
+    def _derive(cls, data: Any) -> Any:
+        """Fill what follows from other settings, the same way for every command."""
+        if not isinstance(data, dict):
+            return data
         try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+            server = ServerSettings.model_validate(data.get("server") or {})
+        except ValidationError:
+            server = ServerSettings()  # its own validation reports the problem
+        root = Path(data.get("data_dir") or data_dir())
+        auth = _as_dict(data.get("auth"))
+        auth["builtin_issuer"] = auth.get("builtin_issuer") or server.url
+        auth["key_file"] = auth.get("key_file") or root / "issuer-keys.json"
+        auth["secrets_file"] = auth.get("secrets_file") or root / "client-secrets.yaml"
+        telemetry = _as_dict(data.get("telemetry"))
+        telemetry["audit_log"] = telemetry.get("audit_log") or root / "audit.jsonl"
+        return {**data, "data_dir": root, "auth": auth, "telemetry": telemetry}
 
     @property
     def audit_path(self) -> Path:
-        return self.audit_log or self.data_dir / "audit.jsonl"
+        return self.telemetry.audit_log or self.data_dir / "audit.jsonl"
 
-    def cross_check(self) -> list[str]:
-        """Problems between fields, all of them."""
-        problems: list[str] = []
-        modes = set(self.auth)
-        if not modes:
-            problems.append("--auth: at least one mode is required")
-        if "none" in modes and len(modes) > 1:
-            problems.append("--auth: 'none' cannot be combined with other modes")
-        if "none" in modes and not self.binds_loopback:
+    @property
+    def audit_key_path(self) -> Path:
+        """The key the audit trail's records are MACed with."""
+        return self.data_dir / "audit.key"
+
+    def problems(self) -> list[str]:
+        """Problems between fields, all of them, each naming its flag."""
+        problems = self.auth.problems()
+        if "none" in self.auth.modes and not self.server.binds_loopback:
             problems.append("--auth none is only allowed when binding to loopback (--host 127.0.0.1)")
-        if "jwt" in modes:
-            if not self.jwt_issuer:
-                problems.append("--jwt-issuer is required with --auth jwt")
-            if not self.jwt_audience:
-                problems.append("--jwt-audience is required with --auth jwt")
-        if "introspection" in modes:
-            for name in ("introspection_url", "introspection_client_id", "introspection_client_secret_file"):
-                if not getattr(self, name):
-                    problems.append(f"--{name.replace('_', '-')} is required with --auth introspection")
-        bad_algs = [a for a in self.jwt_algorithms if a.upper() == "NONE" or a.startswith("HS")]
-        if bad_algs:
-            problems.append(
-                f"--jwt-algorithms: {', '.join(bad_algs)} not allowed (asymmetric algorithms only)"
-            )
         if not self.policies.is_dir():
             problems.append(f"--policies: {self.policies} is not a directory")
-        for name in ("upstream_api_key_file", "introspection_client_secret_file", "metrics_token_file"):
-            path = getattr(self, name)
+        for flag, path in (
+            ("--upstream-api-key-file", self.engine.upstream_api_key_file),
+            ("--metrics-token-file", self.telemetry.metrics_token_file),
+        ):
             if path is not None and not Path(path).is_file():
-                problems.append(f"--{name.replace('_', '-')}: {path} is not a readable file")
-        if self.metrics_port is not None and self.metrics_port == self.port:
+                problems.append(f"{flag}: {path} is not a readable file")
+        if self.telemetry.metrics_port is not None and self.telemetry.metrics_port == self.server.port:
             problems.append("--metrics-port must differ from --port")
         return problems
 
+    def values(self) -> dict[str, Any]:
+        """Every setting by option name, as ``load_settings`` takes them."""
+        return {opt.name: opt.get(self) for opt in OPTIONS}
 
-class SettingsError(Exception):
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed by option name. Derived values that were not set explicitly
+        are derived again from the new values."""
+        derived = Settings.model_validate({"server": self.server, "data_dir": self.data_dir})
+        values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = opt.get(self)
+            if not (opt.derived and value == opt.get(derived)):
+                values[opt.name] = value
+        return load_settings(environ={}, **{**values, **changes})
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return dict(value or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: where it lives in the tree, its flag and its variable."""
+
+    name: str
+    section: str | None
+    field: str
+    info: FieldInfo
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def derived(self) -> bool:
+        """Filled from other settings when unset (see ``Settings._derive``)."""
+        return (self.section, self.field) in _DERIVED
+
+    def get(self, settings: Settings) -> Any:
+        holder = getattr(settings, self.section) if self.section else settings
+        return getattr(holder, self.field)
+
+
+_DERIVED = frozenset(
+    {("auth", "builtin_issuer"), ("auth", "key_file"), ("auth", "secrets_file"), ("telemetry", "audit_log")}
+)
+
+
+def _options() -> Iterator[Option]:
+    for name, info in Settings.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for field, leaf in model.model_fields.items():
+                yield Option(_option_name(field, leaf), name, field, leaf)
+        else:
+            yield Option(_option_name(name, info), None, name, info)
+
+
+def _option_name(field: str, info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get(OPTION_KEY), str):
+        return str(extra[OPTION_KEY])
+    return field
+
+
+OPTIONS: tuple[Option, ...] = tuple(_options())
+_BY_NAME = {opt.name: opt for opt in OPTIONS}
+_BY_PLACE = {(opt.section, opt.field): opt for opt in OPTIONS}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` lists every reason, each naming its flag or variable."""
+
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment plus flag overrides; raise ``SettingsError`` with every problem."""
+def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """Settings from ``GATEWAY_*`` variables with flags (by option name) on top; raise ``ConfigError``."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(set(flags) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError([f"unknown setting {name!r}" for name in unknown])
+    tree: dict[str, Any] = {}
+    for opt in OPTIONS:
+        value = flags.get(opt.name)
+        if value is None:
+            value = env.get(opt.env) or None  # an empty variable is unset
+        if value is None:
+            continue
+        if opt.section is None:
+            tree[opt.field] = value
+        else:
+            tree.setdefault(opt.section, {})[opt.field] = value
     try:
-        settings = Settings(**overrides)
+        settings = Settings.model_validate(tree)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            flag = f"--{name.replace('_', '-')} / GATEWAY_{name.upper()}"
-            problems.append(f"{flag}: {err['msg']}")
-        raise SettingsError(problems) from None
-    problems = settings.cross_check()
+        raise ConfigError([_describe(err) for err in exc.errors(include_input=False)]) from None
+    problems = settings.problems()
     if problems:
-        raise SettingsError(problems)
+        raise ConfigError(problems)
     return settings
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(str(part) for part in err["loc"])
+    opt = _BY_PLACE.get((loc[0], loc[1])) if len(loc) > 1 else None
+    if opt is None and loc:
+        opt = _BY_PLACE.get((None, loc[0]))
+    if opt is None:
+        return f"settings: {err['msg']}"
+    return f"{opt.flag} / {opt.env}: {err['msg']}"
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """Every setting (but ``skip``) as a flag of ``parser``, each also read from its ``GATEWAY_*`` variable."""
+    group = parser.add_argument_group("settings (each also read from GATEWAY_<NAME>; flags win)")
+    for opt in OPTIONS:
+        if opt.name in skip:
+            continue
+        group.add_argument(
+            opt.flag,
+            dest=f"setting_{opt.name}",
+            default=None,
+            metavar=_metavar(opt.info),
+            help=f"{opt.info.description or ''} [{opt.env}]",
+        )
+
+
+def _metavar(info: FieldInfo) -> str:
+    if info.annotation is bool or bool in get_args(info.annotation):
+        return "BOOL"
+    return "VALUE"
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """``load_settings`` with the flags ``add_settings_flags`` added; raises ``ConfigError``."""
+    flags = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    return load_settings(**flags)
 
 
 def read_secret_file(path: Path | None) -> str | None:
@@ -170,11 +307,17 @@ def read_secret_file(path: Path | None) -> str | None:
 
 
 __all__ = [
+    "OPTIONS",
     "AuthMode",
+    "ConfigError",
+    "EngineSettings",
+    "Option",
+    "ServerSettings",
     "Settings",
-    "SettingsError",
-    "default_data_dir",
+    "TelemetrySettings",
+    "add_settings_flags",
     "default_policies",
     "load_settings",
     "read_secret_file",
+    "settings_from_args",
 ]

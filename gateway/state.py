@@ -155,7 +155,7 @@ class GatewayState:
         principal = await self.authenticate(request, record)
         snapshot = self.policy.current
         record.policy_version = snapshot.short_version
-        body = await _read_body(request, self.settings.max_body_bytes)
+        body = await _read_body(request, self.settings.server.max_body_bytes)
         try:
             parsed = decode_request(body, kind)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

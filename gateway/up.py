@@ -14,7 +14,7 @@ import shutil
 import sys
 
 from engine.supervisor import EngineSupervisor, SupervisorConfig, SupervisorConfigError
-from gateway.app import AppParts, auth_config
+from gateway.app import AppParts
 from gateway.serve import prepare
 from gateway.settings import Settings
 
@@ -43,16 +43,16 @@ def parse_engine_args(pairs: list[str]) -> dict[str, str | bool | None]:
 
 def demo_token(settings: Settings) -> str | None:
     """A token for the policy's demo client from the built-in issuer, when it is enabled."""
-    if "builtin" not in settings.auth:
+    cfg = settings.auth
+    if "builtin" not in cfg.modes:
         return None
     from gateway.auth import KeyFile, mint_token
     from gateway.auth.keystore import signing_key
 
-    cfg = auth_config(settings)
-    keys = KeyFile(cfg.key_file).ensure()
+    keys = KeyFile(cfg.key_path).ensure()
     return mint_token(
         signing_key(keys),
-        issuer=cfg.builtin_issuer.rstrip("/"),
+        issuer=cfg.issuer_url,
         audience=cfg.builtin_audience,
         client_id=DEMO_CLIENT,
         scopes=[],
@@ -61,7 +61,7 @@ def demo_token(settings: Settings) -> str | None:
 
 
 def banner(settings: Settings, model: str, token: str | None) -> str:
-    url = f"http://{settings.host}:{settings.port}"
+    url = settings.server.url
     auth = f' \\\n  -H "Authorization: Bearer {token}"' if token else ""
     lines = [
         "",
@@ -91,7 +91,7 @@ async def run_up(settings: Settings, *, profile: str | None, engine_args: list[s
     await supervisor.start()
     try:
         prepared = prepare(
-            settings.model_copy(update={"upstream": supervisor.base_url}),
+            settings.replace(upstream=supervisor.base_url),
             AppParts(supervisor=supervisor, engine_api_key=supervisor.api_key),
         )
         if prepared is None:

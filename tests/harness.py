@@ -50,7 +50,7 @@ class RunningGateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
+        return f"http://{self.settings.server.host}:{self.settings.server.port}"
 
     @property
     def api(self) -> str:
@@ -65,7 +65,9 @@ class RunningGateway:
 @contextmanager
 def run_gateway(settings: Settings, parts: AppParts | None = None) -> Iterator[RunningGateway]:
     app = create_app(settings, parts)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.server.host, port=settings.server.port, log_config=None, lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name="gateway")
     thread.start()

@@ -86,7 +86,7 @@ class Authenticator:
                 IssuerTrust(config.jwt_issuer, config.jwt_audience, frozenset(config.algorithms), cache)
             )
         if "builtin" in config.modes:
-            key_file = KeyFile(config.key_file)
+            key_file = KeyFile(config.key_path)
             cache = JwksCache(
                 LocalKeySource(key_file),
                 ttl_s=LOCAL_KEYS_TTL_S,
@@ -94,9 +94,7 @@ class Authenticator:
                 name="builtin",
             )
             trusts.append(
-                IssuerTrust(
-                    config.builtin_issuer.rstrip("/"), config.builtin_audience, frozenset({KEY_ALG}), cache
-                )
+                IssuerTrust(config.issuer_url, config.builtin_audience, frozenset({KEY_ALG}), cache)
             )
         jwt = (
             JwtVerifier(trusts, leeway_s=config.leeway_s, max_token_bytes=config.max_token_bytes)

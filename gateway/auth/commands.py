@@ -1,43 +1,31 @@
 """CLI commands of the built-in issuer: ``client add``, ``keys rotate`` and ``token``.
 
 ``register(subparsers)`` adds them to the gateway's argparse CLI; each sets ``args.func(args) -> int``.
+They take the gateway's settings flags and ``GATEWAY_*`` variables, so the files and the issuer URL they
+use are the ones ``gateway serve`` with the same flags uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from gateway.auth.authorize import grant_for
 from gateway.auth.clientstore import ClientStore, SecretsFileError
-from gateway.auth.config import (
-    AuthConfig,
-    default_issuer,
-    default_key_file,
-    default_secrets_file,
-)
+from gateway.auth.errors import Forbidden
 from gateway.auth.keystore import KeyFile, KeyFileError, mint_token, signing_key
-
-_MAX_TTL = AuthConfig.model_fields["max_token_ttl_s"].default
-_AUDIENCE = AuthConfig.model_fields["builtin_audience"].default
-
-
-def _add_key_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        default=default_key_file(),
-        help="Issuer key file (env GATEWAY_AUTH_KEY_FILE).",
-    )
+from gateway.auth.principal import Principal
+from gateway.policy.loader import load_bundle
+from gateway.policy.problems import PolicyLoadError
+from gateway.settings import ConfigError, Settings, add_settings_flags, settings_from_args
 
 
-def _add_secrets_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--secrets-file",
-        type=Path,
-        default=default_secrets_file(),
-        help="Client secrets file (env GATEWAY_AUTH_SECRETS_FILE).",
-    )
+def _settings(args: argparse.Namespace) -> Settings | None:
+    try:
+        return settings_from_args(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return None
 
 
 def _scope_list(values: list[str] | None) -> list[str]:
@@ -46,8 +34,12 @@ def _scope_list(values: list[str] | None) -> list[str]:
 
 
 def cmd_client_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
     try:
-        secret = ClientStore(args.secrets_file).add(args.id, _scope_list(args.scope), replace=args.replace)
+        store = ClientStore(settings.auth.secrets_path)
+        secret = store.add(args.id, _scope_list(args.scope), replace=args.replace)
     except (SecretsFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -58,8 +50,11 @@ def cmd_client_add(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
     try:
-        key = KeyFile(args.key_file).rotate(args.max_token_ttl)
+        key = KeyFile(settings.auth.key_path).rotate(settings.auth.max_token_ttl_s)
     except (KeyFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -68,24 +63,62 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    if not 1 <= args.ttl <= _MAX_TTL:
-        print(f"error: --ttl must be between 1 and {_MAX_TTL} seconds", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
+    auth = settings.auth
+    ttl = auth.token_ttl_s if args.ttl is None else args.ttl
+    if not 1 <= ttl <= auth.max_token_ttl_s:
+        print(f"error: --ttl must be between 1 and {auth.max_token_ttl_s} seconds", file=sys.stderr)
+        return 2
+    if "builtin" not in auth.modes:
+        print(
+            "error: the built-in issuer is off (--auth); the gateway would refuse its tokens", file=sys.stderr
+        )
+        return 2
+    scopes = _scope_list(args.scope)
+    problem = _refusal(settings, args.client, scopes)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
-        keys = KeyFile(args.key_file).ensure()
+        keys = KeyFile(auth.key_path).ensure()
     except (KeyFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     token = mint_token(
         signing_key(keys),
-        issuer=args.issuer.rstrip("/"),
-        audience=args.audience,
+        issuer=auth.issuer_url,
+        audience=auth.builtin_audience,
         client_id=args.client,
-        scopes=_scope_list(args.scope),
-        ttl_s=args.ttl,
+        scopes=scopes,
+        ttl_s=ttl,
     )
     print(token)
     return 0
+
+
+def _refusal(settings: Settings, client_id: str, scopes: list[str]) -> str | None:
+    """Why the policy in force would refuse a token for ``client_id`` with ``scopes``, or None."""
+    try:
+        clients = load_bundle(settings.policies).bundle.clients
+    except PolicyLoadError as exc:
+        return f"the policy bundle {settings.policies} is invalid ({len(exc.errors)} problems; see `gateway policy check`)"
+    if client_id in clients.clients:
+        return None
+    principal = Principal(client_id, frozenset(scopes), client_id, settings.auth.issuer_url, "-")
+    try:
+        granted = bool(grant_for(principal, clients).endpoints)
+    except Forbidden:
+        granted = False
+    if not granted:
+        named = ", ".join(sorted(clients.clients)) or "none"
+        return (
+            f"no client {client_id!r} in {settings.policies}/clients.yaml (clients named: {named}), "
+            "and no scope of the token grants access; the gateway would refuse its tokens"
+        )
+    print(f"note: {client_id!r} is not named in clients.yaml; its scopes grant access", file=sys.stderr)
+    return None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("id", help="Client id.")
     add.add_argument("--scope", action="append", help="Scope the client may request (repeatable).")
     add.add_argument("--replace", action="store_true", help="Replace the secret of an existing client.")
-    _add_secrets_file(add)
+    add_settings_flags(add)
     add.set_defaults(func=cmd_client_add)
 
     keys = subparsers.add_parser("keys", help="Manage the built-in issuer's signing keys.")
@@ -104,21 +137,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rotate = keys_sub.add_parser(
         "rotate", help="Add a new signing key; old keys stay until their tokens expire."
     )
-    rotate.add_argument(
-        "--max-token-ttl", type=int, default=_MAX_TTL, help="Longest token lifetime, in seconds."
-    )
-    _add_key_file(rotate)
+    add_settings_flags(rotate)
     rotate.set_defaults(func=cmd_keys_rotate)
 
-    token = subparsers.add_parser("token", help="Mint an access token with the key file (operators, demos).")
+    token = subparsers.add_parser(
+        "token", help="Mint an access token of the built-in issuer (operators, demos)."
+    )
     token.add_argument("--client", required=True, help="Client id (sub and client_id of the token).")
     token.add_argument("--scope", action="append", help="Scope to put in the token (repeatable).")
-    token.add_argument("--ttl", type=int, default=3600, help="Lifetime in seconds (default 3600).")
-    token.add_argument(
-        "--issuer",
-        default=default_issuer(),
-        help="Issuer URL, as the server uses it (env GATEWAY_AUTH_ISSUER).",
-    )
-    token.add_argument("--audience", default=_AUDIENCE, help="Audience (default %(default)s).")
-    _add_key_file(token)
+    token.add_argument("--ttl", type=int, default=None, help="Lifetime in seconds (default --token-ttl).")
+    add_settings_flags(token)
     token.set_defaults(func=cmd_token)

@@ -150,11 +150,11 @@ class BuiltinIssuer:
         *,
         clients_policy: Callable[[], ClientsSection] | None = None,
     ) -> None:
-        self.issuer = config.builtin_issuer.rstrip("/")
+        self.issuer = config.issuer_url
         self.audience = config.builtin_audience
         self.token_ttl_s = config.token_ttl_s
-        self.key_file = KeyFile(config.key_file)
-        self.clients = ClientStore(config.secrets_file)
+        self.key_file = KeyFile(config.key_path)
+        self.clients = ClientStore(config.secrets_path)
         self._policy = clients_policy
         self._keys: list[StoredKey] = self.key_file.ensure()
         self._keys_mtime = self.key_file.path.stat().st_mtime_ns

@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.options import option
+
 # Schemes the `limits` storage registry maps to redis-py clients (plain, TLS, unix socket,
 # Sentinel, Cluster); the leading "async+" is optional here and added when the storage is built.
 REDIS_SCHEMES = frozenset(
@@ -25,23 +27,42 @@ class RateLimitConfig(BaseModel):
             "redis+sentinel://h1:26379,h2:26379/mymaster, redis+cluster://h1:7000,h2:7001. "
             "None: in-memory counters, per process."
         ),
+        repr=False,  # it may carry a password
     )
-    command_timeout_ms: int = Field(50, ge=1, le=5000, description="Bound on every Redis command.")
-    key_prefix: str = Field("menshen:rl:", min_length=1, max_length=64, description="Prefix of every key.")
+    command_timeout_ms: int = Field(
+        50,
+        ge=1,
+        le=5000,
+        description="Bound on every Redis command, milliseconds.",
+        json_schema_extra=option("redis_timeout_ms"),
+    )
+    key_prefix: str = Field(
+        "menshen:rl:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every rate-limit key in Redis.",
+        json_schema_extra=option("redis_key_prefix"),
+    )
     lease_ttl_s: float = Field(
         30.0,
         ge=1.0,
         le=3600.0,
-        description="A concurrency lease expires this long after its holder's last heartbeat.",
+        description="A concurrency lease expires this long after its holder's last heartbeat, seconds.",
+        json_schema_extra=option("lease_ttl"),
     )
     probe_interval_s: float = Field(
         1.0,
         gt=0,
         le=60.0,
-        description="After a Redis failure, requests skip Redis for this long before it is tried again.",
+        description="After a Redis failure, requests skip Redis for this long before it is tried again, seconds.",
+        json_schema_extra=option("redis_probe_interval"),
     )
     concurrency_retry_after_s: int = Field(
-        1, ge=0, le=3600, description="Retry-After of a 429 for too many concurrent requests."
+        1,
+        ge=0,
+        le=3600,
+        description="Retry-After of a 429 for too many concurrent requests, seconds.",
+        json_schema_extra=option("concurrency_retry_after"),
     )
 
     @field_validator("redis_url")

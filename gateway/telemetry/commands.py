@@ -1,4 +1,8 @@
-"""``gateway audit ...`` commands: verify a trail, compute a content HMAC for an incident."""
+"""``gateway audit ...`` commands: verify a trail, compute a content HMAC for an incident.
+
+They take the gateway's settings flags and ``GATEWAY_*`` variables: by default they read the trail
+(``--audit-log``) and the audit key (``DATA_DIR/audit.key``) that ``gateway serve`` writes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.settings import ConfigError, Settings, add_settings_flags, settings_from_args
 from gateway.telemetry.audit import AuditKeyError, content_hmac, load_or_create_key, verify
 
 
@@ -16,12 +21,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
     v = sub.add_parser("verify", help="check the hash chain of an audit file and its rotated files")
-    v.add_argument("file", type=Path, help="the audit file (its rotated FILE.N files are checked too)")
-    v.add_argument("--key-file", type=Path, help="audit key: also check each record's MAC")
+    v.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        help="the audit file (its rotated FILE.N files are checked too); default --audit-log",
+    )
+    v.add_argument(
+        "--key-file",
+        type=Path,
+        help="audit key: also check each record's MAC (default DATA_DIR/audit.key if present)",
+    )
+    add_settings_flags(v)
     v.set_defaults(func=_verify)
 
     h = sub.add_parser("hmac", help="content HMAC of stdin, to match audit records' content_hmac")
-    h.add_argument("--key-file", type=Path, required=True)
+    h.add_argument("--key-file", type=Path, help="audit key (default DATA_DIR/audit.key)")
+    add_settings_flags(h)
     h.set_defaults(func=_hmac)
 
 
@@ -33,13 +49,27 @@ def _key(path: Path | None) -> bytes | None:
     return load_or_create_key(path)
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings | None:
     try:
-        key = _key(args.key_file)
+        return settings_from_args(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    key_file = args.key_file
+    if key_file is None and settings.audit_key_path.is_file():
+        key_file = settings.audit_key_path
+    try:
+        key = _key(key_file)
     except (AuditKeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    result = verify(args.file, key)
+    result = verify(args.file or settings.audit_path, key)
     if result.ok:
         checked = "chain and MACs" if key is not None else "chain"
         print(f"OK: {result.records} records, last seq {result.last_seq}, {checked} intact")
@@ -49,12 +79,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _hmac(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
     try:
-        key = _key(args.key_file)
+        key = _key(args.key_file or settings.audit_key_path)
     except (AuditKeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    assert key is not None
+    if key is None:
+        return 1
     print(content_hmac(key, sys.stdin.read().removesuffix("\n")))
     return 0
 

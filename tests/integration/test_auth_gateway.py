@@ -3,7 +3,6 @@ shapes, and logs that never hold a token."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -21,8 +20,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from gateway.auth.commands import cmd_client_add, cmd_keys_rotate, cmd_token
 from gateway.auth.keystore import KeyFile, mint_token, signing_key
+from gateway.cli import main as cli_main
 from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.harness import RunningGateway, gateway_settings, run_gateway
@@ -134,10 +133,8 @@ def mixed_gateway(engine: FakeEngine, idp: IdP, tmp_path: Path) -> Iterator[Runn
 
 def add_client(tmp_path: Path, client_id: str, scopes: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """``gateway client add``; returns the secret it prints once."""
-    args = argparse.Namespace(
-        id=client_id, scope=scopes, replace=False, secrets_file=tmp_path / "client-secrets.yaml"
-    )
-    assert cmd_client_add(args) == 0
+    scope_flags = [flag for scope in scopes for flag in ("--scope", scope)]
+    assert cli_main(["client", "add", client_id, *scope_flags, "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     return next(
         line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("client_secret:")
@@ -200,7 +197,7 @@ def test_builtin_issuer_token_then_sdk_chat_then_rotation(
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == DEFAULT_REPLY
 
     key_file = tmp_path / "issuer-keys.json"
-    assert cmd_keys_rotate(argparse.Namespace(key_file=key_file, max_token_ttl=86_400)) == 0
+    assert cli_main(["keys", "rotate", "--data-dir", str(tmp_path)]) == 0
     new_kid = signing_key(KeyFile(key_file).load()).kid
     assert new_kid != kid_of(old)
     time.sleep(1.1)  # the gateway re-reads its local key file at most once a second on an unknown kid
@@ -375,16 +372,10 @@ def test_keycloak_account_audience_is_refused(mixed_gateway: RunningGateway, idp
 def test_idp_and_builtin_tokens_are_both_accepted_at_once(
     mixed_gateway: RunningGateway, idp: IdP, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # `gateway token` mints with the same key file the running issuer uses.
-    args = argparse.Namespace(
-        client="ops",
-        scope=["llm.chat"],
-        ttl=600,
-        issuer=mixed_gateway.url,
-        audience=AUDIENCE,
-        key_file=tmp_path / "issuer-keys.json",
-    )
-    assert cmd_token(args) == 0
+    # `gateway token` with the gateway's own flags mints with the key file and issuer URL it uses.
+    port = str(mixed_gateway.settings.server.port)
+    argv = ["token", "--client", "ops", "--scope", "llm.chat", "--port", port, "--data-dir", str(tmp_path)]
+    assert cli_main(argv) == 0
     builtin = capsys.readouterr().out.strip()
     external = idp.token()
     for token in (builtin, external, builtin, external):

@@ -7,7 +7,6 @@ logs with the production ``configure_logging`` set-up into a buffer plus a raw h
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -32,7 +31,6 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import AppParts
-from gateway.auth.commands import cmd_client_add
 from gateway.cli import main as cli_main
 from gateway.telemetry import (
     DECISION_EVENT,
@@ -156,10 +154,7 @@ def _issue_token(
     gateway: RunningGateway, tmp_path: Path, client_id: str, capsys: pytest.CaptureFixture[str]
 ) -> str:
     """``gateway client add`` then the built-in issuer's client-credentials grant."""
-    args = argparse.Namespace(
-        id=client_id, scope=["llm.chat"], replace=False, secrets_file=tmp_path / "client-secrets.yaml"
-    )
-    assert cmd_client_add(args) == 0
+    assert cli_main(["client", "add", client_id, "--scope", "llm.chat", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     secret = next(
         line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("client_secret:")

@@ -120,17 +120,26 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
         "HS256",
         "--introspection-url",
         "--introspection-client-id",
-        "no such file",
+        "is not a readable file",
         "https",
     ):
         assert expected in joined
     assert AuthConfig(modes=frozenset({"none", "jwt"}), jwt_issuer=ISS, jwt_audience=AUD).problems() == [
-        "auth: 'none' cannot be combined with other modes"
+        "--auth: 'none' cannot be combined with other modes"
     ]
 
 
-def test_default_builtin_config_is_valid() -> None:
-    assert AuthConfig().problems() == []
+def test_builtin_config_needs_its_issuer_and_files(tmp_path: Path) -> None:
+    problems = AuthConfig().problems()
+    assert problems == [
+        "--auth-issuer is required with --auth builtin",
+        "--auth-key-file is required with --auth builtin",
+        "--auth-secrets-file is required with --auth builtin",
+    ]
+    complete = AuthConfig(
+        builtin_issuer="http://127.0.0.1:8080", key_file=tmp_path / "k.json", secrets_file=tmp_path / "s.yaml"
+    )
+    assert complete.problems() == []
 
 
 async def test_oversized_header_is_refused_before_verification(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import stat
 import time
 from pathlib import Path
@@ -76,7 +78,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_cli_client_add_prints_the_secret_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     secrets_file = tmp_path / "secrets.yaml"
     args = _parse(
-        ["client", "add", "demo", "--scope", "chat", "--scope", "models", "--secrets-file", str(secrets_file)]
+        [
+            "client",
+            "add",
+            "demo",
+            "--scope",
+            "chat",
+            "--scope",
+            "models",
+            "--auth-secrets-file",
+            str(secrets_file),
+        ]
     )
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -86,15 +98,34 @@ def test_cli_client_add_prints_the_secret_once(tmp_path: Path, capsys: pytest.Ca
     assert args.func(args) == 1  # already exists
 
 
-def test_cli_env_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_commands_share_the_settings_flags_and_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
-    args = _parse(["token", "--client", "x"])
-    assert args.key_file == tmp_path / "issuer-keys.json"
+    rotate = _parse(["keys", "rotate"])
+    assert rotate.func(rotate) == 0
+    assert (tmp_path / "issuer-keys.json").is_file()  # the data dir's key file, as `serve` uses it
     monkeypatch.setenv("GATEWAY_AUTH_KEY_FILE", str(tmp_path / "k.json"))
-    monkeypatch.setenv("GATEWAY_AUTH_ISSUER", "https://gw.corp")
-    args = _parse(["token", "--client", "x"])
-    assert args.key_file == tmp_path / "k.json"
-    assert args.issuer == "https://gw.corp"
+    rotate = _parse(["keys", "rotate"])
+    assert rotate.func(rotate) == 0
+    assert (tmp_path / "k.json").is_file()
+    capsys.readouterr()
+    monkeypatch.setenv("GATEWAY_AUTH_ISSUER", "http://127.0.0.1:7000")
+    token = _parse(["token", "--client", "demo-app"])
+    assert token.func(token) == 0
+    claims = json.loads(base64.urlsafe_b64decode(capsys.readouterr().out.split(".")[1] + "=="))
+    assert claims["iss"] == "http://127.0.0.1:7000"
+
+
+def test_cli_token_for_a_client_no_policy_names_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parse(["token", "--client", "nobody", "--data-dir", str(tmp_path)])
+    assert args.func(args) == 1
+    err = capsys.readouterr()
+    assert err.out == ""
+    assert "no client 'nobody'" in err.err
+    assert "clients.yaml" in err.err
 
 
 async def test_cli_token_and_rotate_verify_through_the_gateway_path(
@@ -105,27 +136,27 @@ async def test_cli_token_and_rotate_verify_through_the_gateway_path(
         key_file=key_file, secrets_file=tmp_path / "s.yaml", builtin_issuer="http://127.0.0.1:8080"
     )
     args = _parse(
-        ["token", "--client", "demo", "--scope", "chat", "--ttl", "600", "--key-file", str(key_file)]
+        ["token", "--client", "demo-app", "--scope", "chat", "--ttl", "600", "--auth-key-file", str(key_file)]
     )
     assert args.func(args) == 0
     token = capsys.readouterr().out.strip()
     async with httpx.AsyncClient() as http:
         auth = Authenticator.from_config(config, http)
         principal = await auth.authenticate(f"Bearer {token}")
-        assert (principal.client_id, principal.scopes) == ("demo", frozenset({"chat"}))
-        rotate = _parse(["keys", "rotate", "--key-file", str(key_file)])
+        assert (principal.client_id, principal.scopes) == ("demo-app", frozenset({"chat"}))
+        rotate = _parse(["keys", "rotate", "--auth-key-file", str(key_file)])
         assert rotate.func(rotate) == 0
         capsys.readouterr()
         assert args.func(args) == 0
         rotated = capsys.readouterr().out.strip()
         await asyncio.sleep(1.1)  # the local key source's refetch cooldown
-        assert (await auth.authenticate(f"Bearer {rotated}")).client_id == "demo"
-        assert (await auth.authenticate(f"Bearer {token}")).client_id == "demo"  # old key still trusted
+        assert (await auth.authenticate(f"Bearer {rotated}")).client_id == "demo-app"
+        assert (await auth.authenticate(f"Bearer {token}")).client_id == "demo-app"  # old key still trusted
     assert len(await LocalKeySource(KeyFile(key_file)).fetch()) == 2
 
 
 def test_cli_token_refuses_excessive_ttl(tmp_path: Path) -> None:
-    args = _parse(["token", "--client", "x", "--ttl", "999999", "--key-file", str(tmp_path / "k.json")])
+    args = _parse(["token", "--client", "demo-app", "--ttl", "999999", "--data-dir", str(tmp_path)])
     assert args.func(args) == 2
 
 

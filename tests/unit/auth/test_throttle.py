@@ -96,16 +96,16 @@ async def test_client_window_counts_failures_only() -> None:
 
 
 def test_config_rejects_unparsable_or_zero_rates(tmp_path: Path) -> None:
-    config = AuthConfig(
-        key_file=tmp_path / "k.json",
-        secrets_file=tmp_path / "s.yaml",
-        token_attempts_per_address="lots",
-        token_failures_per_client="0/minute",
-    )
+    files = {
+        "builtin_issuer": "http://127.0.0.1:8080",
+        "key_file": tmp_path / "k.json",
+        "secrets_file": tmp_path / "s.yaml",
+    }
+    config = AuthConfig(**files, token_attempts_per_address="lots", token_failures_per_client="0/minute")
     problems = config.problems()
-    assert any("token_attempts_per_address" in p for p in problems)
-    assert any("token_failures_per_client" in p for p in problems)
-    assert AuthConfig(key_file=tmp_path / "k.json", secrets_file=tmp_path / "s.yaml").problems() == []
+    assert any("--token-attempts-per-address" in p for p in problems)
+    assert any("--token-failures-per-client" in p for p in problems)
+    assert AuthConfig(**files).problems() == []
 
 
 # --- through the route --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import DemoModelError, default_data_dir, demo_model_dir, prepare_demo_model
+from engine import DemoModelError, data_dir, demo_model_dir, prepare_demo_model
 from engine.demo_model import MARKER, find_demo_gguf, is_demo_model_ready, main
 
 
@@ -121,15 +121,15 @@ def test_concurrent_preparers_convert_once(tmp_path: Path, source: Path) -> None
     assert results == [demo_model_dir(data_dir)] * 3
 
 
-def test_default_data_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "gw"))
-    assert default_data_dir() == tmp_path / "gw"
+    assert data_dir() == tmp_path / "gw"
     monkeypatch.delenv("GATEWAY_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_data_dir() == tmp_path / "xdg" / "menshen"
+    assert data_dir() == tmp_path / "xdg" / "menshen"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_data_dir() == tmp_path / "home" / ".cache" / "menshen"
+    assert data_dir() == tmp_path / "home" / ".cache" / "menshen"
 
 
 def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
