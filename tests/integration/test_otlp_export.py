@@ -6,10 +6,12 @@ that arrives must be the one in the ``traceparent`` the gateway sends upstream t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.guardrails.pipeline import Decision
 from gateway.telemetry import (
@@ -83,21 +85,32 @@ def _check(received: Received, upstream: dict[str, str]) -> None:
     assert MATCHED.encode() not in b"".join(r.SerializeToString() for r in received.requests)
 
 
+def _provider(monkeypatch: pytest.MonkeyPatch, **env: str) -> TracerProvider:
+    """setup_tracing as the gateway runs it: the SDK and its exporters read the process environment."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in {
+        **env,
+        "OTEL_SERVICE_NAME": "menshen-otlp-test",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }.items():
+        monkeypatch.setenv(name, value)
+    provider = setup_tracing(set_global=False)
+    assert provider is not None
+    return provider
+
+
 def test_otlp_http_export(http_receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> None:
     base, received = http_receiver
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    provider = setup_tracing(
-        environ={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": base,
-            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=menshen,authorization=Bearer%20collector-key",
-            "OTEL_SERVICE_NAME": "menshen-otlp-test",
-        },
-        set_global=False,
+    provider = _provider(
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_ENDPOINT=base,
+        OTEL_EXPORTER_OTLP_HEADERS="x-tenant=menshen,authorization=Bearer%20collector-key",
     )
-    assert provider is not None
     telemetry = Telemetry(provider)
     upstream = _one_request(telemetry)
-    assert provider.force_flush(10_000)
+    assert telemetry.force_flush()
     telemetry.shutdown()
     _check(received, upstream)
     assert received.headers[0]["x-tenant"] == "menshen"
@@ -105,21 +118,17 @@ def test_otlp_http_export(http_receiver: tuple[str, Received], monkeypatch: pyte
     assert received.headers[0]["content-type"] == "application/x-protobuf"
 
 
-def test_otlp_grpc_export(grpc_receiver: tuple[str, Received]) -> None:
+def test_otlp_grpc_export(grpc_receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint, received = grpc_receiver
-    provider = setup_tracing(
-        environ={
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=menshen",
-            "OTEL_SERVICE_NAME": "menshen-otlp-test",
-        },
-        set_global=False,
+    provider = _provider(
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS="x-tenant=menshen",
     )
-    assert provider is not None
     telemetry = Telemetry(provider)
     upstream = _one_request(telemetry)
-    assert provider.force_flush(10_000)
+    assert telemetry.force_flush()
     telemetry.shutdown()
     _check(received, upstream)
     assert received.headers[0]["x-tenant"] == "menshen"

@@ -104,6 +104,9 @@ def _answer_chunks(port: int) -> int:
 
 def _helpers_alone(n: int = 3000) -> tuple[float, float]:
     """In-process CPU (us) of one request's spans + metrics with tracing on, and of metrics alone."""
+    from gateway.telemetry.otlp import EncodedRequest, encode_spans
+    from gateway.telemetry.otlp_exporters import RequestBatchSpanProcessor
+    from gateway.telemetry.request_trace import RequestTracerProvider, start_span
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -120,9 +123,6 @@ def _helpers_alone(n: int = 3000) -> tuple[float, float]:
         request_attributes,
         response_attributes,
     )
-    from gateway.telemetry.otlp import EncodedRequest, encode_spans
-    from gateway.telemetry.otlp_exporters import RequestBatchSpanProcessor
-    from gateway.telemetry.request_trace import RequestTracerProvider, start_span
 
     class Encode(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan | EncodedRequest]) -> SpanExportResult:  # type: ignore[override]
