@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
@@ -322,21 +322,6 @@ class Telemetry:
         finally:
             close_request(token)
             span.end()
-
-    @staticmethod
-    def phase(name: str) -> AbstractContextManager[Span]:
-        """An internal child span of the current request: ``with telemetry.phase(SPAN_AUTH): ...``."""
-        return phase(name)
-
-    @staticmethod
-    def engine_span(
-        operation: Operation, model: str, server_url: str | None = None
-    ) -> AbstractContextManager[Span]:
-        return engine_span(operation, model, server_url)
-
-    @staticmethod
-    def current_trace_id() -> str | None:
-        return current_trace_id()
 
     def force_flush(self, timeout_ms: int = 10_000) -> bool:
         """Export what the batch processor holds (before the process may be killed)."""

@@ -18,7 +18,9 @@ from gateway.telemetry import (
     SPAN_STREAM,
     Telemetry,
     add_decision_event,
+    engine_span,
     inject_traceparent,
+    phase,
     request_attributes,
     response_attributes,
     setup_tracing,
@@ -47,9 +49,9 @@ def _one_request(telemetry: Telemetry) -> dict[str, str]:
     carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
     with telemetry.server_span("POST /v1/chat/completions", carrier) as s:
         attrs = request_attributes(operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
-        with telemetry.engine_span("chat", "qwen3-8b"):
+        with engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)
-        with telemetry.phase(SPAN_STREAM) as stream:
+        with phase(SPAN_STREAM) as stream:
             add_decision_event(
                 stream, Decision("words.x", "secret", "block", "enforce", "output", 3, 22, matched=MATCHED)
             )

@@ -13,6 +13,8 @@ from gateway.telemetry import (
     add_decision_event,
     current_ids,
     current_server_span,
+    current_trace_id,
+    engine_span,
     inject_traceparent,
     phase,
     request_attributes,
@@ -42,11 +44,11 @@ def _request(t: Telemetry) -> dict[str, str]:
             client_id="team-a",
             policy_version="2024-06-01.3",
         )
-        with t.phase(SPAN_AUTH), t.phase(SPAN_ADMISSION), t.phase(SPAN_INPUT_GUARD):
+        with phase(SPAN_AUTH), phase(SPAN_ADMISSION), phase(SPAN_INPUT_GUARD):
             pass
-        with t.engine_span("chat", "qwen3-8b"):
+        with engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)
-        with t.phase(SPAN_STREAM) as stream:
+        with phase(SPAN_STREAM) as stream:
             add_decision_event(
                 stream,
                 Decision(
@@ -144,21 +146,21 @@ def test_disabled_telemetry_is_a_silent_no_op() -> None:
     assert t.asgi_middleware() is None
     # Nothing is recorded and nothing is propagated: the engine sees no trace context.
     assert _request(t) == {}
-    with t.phase("no parent"):
+    with phase("no parent"):
         fresh: dict[str, str] = {}
         inject_traceparent(fresh)
     assert fresh == {}
-    assert t.current_trace_id() is None
+    assert current_trace_id() is None
     t.shutdown()
 
 
 def test_current_trace_id_inside_a_span(traced: Traced) -> None:
     t = traced.telemetry
-    assert t.current_trace_id() is None
+    assert current_trace_id() is None
     with t.server_span("job"):
-        trace_id = t.current_trace_id()
-        with t.phase("x"):
-            assert t.current_trace_id() == trace_id
+        trace_id = current_trace_id()
+        with phase("x"):
+            assert current_trace_id() == trace_id
     (job, _) = sorted(traced.exporter.get_finished_spans(), key=lambda s: s.name)
     assert trace_id == format(job.context.trace_id, "032x")
 
@@ -174,10 +176,10 @@ def test_unsampled_request_propagates_ids_and_exports_nothing() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     t = Telemetry(provider)
     upstream: dict[str, str] = {}
-    with t.server_span("POST /v1/chat/completions") as server, t.engine_span("chat", "m") as engine:
+    with t.server_span("POST /v1/chat/completions") as server, engine_span("chat", "m") as engine:
         assert not server.is_recording() and not engine.is_recording()
         inject_traceparent(upstream)
-        trace_id = t.current_trace_id()
+        trace_id = current_trace_id()
     version, sent_trace, parent_id, flags = upstream["traceparent"].split("-")
     assert (version, sent_trace) == ("00", trace_id)
     assert int(flags, 16) & 1 == 0, "not sampled"
