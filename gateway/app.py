@@ -157,9 +157,8 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         try:
             yield
         finally:
-            if telemetry.provider is not None:
-                # uvicorn re-raises SIGTERM after shutdown: flush buffered spans while we still can.
-                telemetry.provider.force_flush()
+            # uvicorn re-raises SIGTERM after shutdown: flush buffered spans while we still can.
+            telemetry.force_flush()
             if metrics_server is not None:
                 metrics_server.close()
             for task in tasks:
@@ -181,7 +180,6 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     if issuer is not None:
         route_handlers.append(oauth_router(issuer))
     plugins: list[PluginProtocol] = list(parts.extra_plugins)
-    otel = telemetry.litestar_middleware()
     app = Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -191,15 +189,19 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=[lifespan],
         plugins=plugins,
-        middleware=[otel] if otel is not None else [],
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=None,
         # The gateway configures logging itself (JSON with the scrubber); Litestar's default would replace it.
         logging_config=None,
         debug=False,
     )
-    # Around everything Litestar answers (unknown paths and methods included), so no request goes unlogged.
-    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(cast("Any", app.asgi_handler)))
+    # Around everything Litestar answers (unknown paths and methods included), so no request goes unlogged
+    # or untraced; the server span inside the access log, which reads its trace id.
+    handler: Any = app.asgi_handler
+    server_span = telemetry.asgi_middleware()
+    if server_span is not None:
+        handler = server_span(handler)
+    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(handler))
     return app
 
 

@@ -35,8 +35,7 @@ from gateway.ratelimit import Admission, LimiterUnavailable, RateLimited, RateLi
 from gateway.relay.errors import decode_error
 from gateway.relay.record import RequestRecord
 from gateway.relay.upstream import UpstreamCall, build_upstream_call
-from gateway.telemetry.request_trace import phase
-from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH
+from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH, phase
 
 if TYPE_CHECKING:
     from engine.supervisor import EngineSupervisor

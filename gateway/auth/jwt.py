@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from joserfc._rfc7515.model import JWSAlgModel
 from joserfc.errors import JoseError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
 

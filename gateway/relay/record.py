@@ -6,9 +6,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
-from gateway.telemetry.request_trace import RequestTrace, current_trace
+from gateway.telemetry.spans import current_server_span
 
 
 @dataclass(slots=True)
@@ -32,7 +34,7 @@ class RequestRecord:
     auth_failure: str | None = None
     disconnected: bool = False
     decisions: list[Decision] = field(default_factory=list)
-    trace: RequestTrace | None = field(default_factory=current_trace)  # the request's spans, if traced
+    server_span: Span = field(default_factory=current_server_span)  # INVALID_SPAN when untraced
     failure: GatewayError | None = None
     method: str = "POST"
     scope_state: dict[str, Any] | None = (

@@ -46,10 +46,11 @@ from gateway.relay.record import RequestRecord
 from gateway.relay.response import SSEResponse
 from gateway.relay.transcoder import Kind, Transcoder, UpstreamStreamError
 from gateway.relay.upstream import build_upstream_call
-from gateway.telemetry.request_trace import SpanRecord, phase, start_span
-from gateway.telemetry.spans import SPAN_INPUT_GUARD, SPAN_STREAM, Operation, engine_span
+from gateway.telemetry.spans import SPAN_INPUT_GUARD, SPAN_STREAM, Operation, engine_span, phase, start_span
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from gateway.state import GatewayState, RequestContext
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -243,7 +244,7 @@ class RelayService:
         transcoder: Transcoder,
         pipeline: StreamPipeline,
         record: RequestRecord,
-        span: SpanRecord,
+        span: Span,
         error: GatewayError | None,
     ) -> None:
         usage = transcoder.final_usage()

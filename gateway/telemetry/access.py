@@ -9,23 +9,20 @@ outside the whole app, so no answer goes unlogged. Probes and scrapes are not lo
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from typing import Any
 
-from gateway.telemetry.asgi import StatusSend
+from gateway.telemetry.asgi import (
+    ACCESS_LOGGED,
+    RESPONSE,
+    TRACE_ID,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    StatusSend,
+)
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.spans import EXCLUDED_PATHS
-
-# Scope keys shared with the recorder and the server-span middleware.
-ACCESS_LOGGED: Final = "menshen.access_logged"
-TRACE_ID: Final = "menshen.trace_id"  # the trace id as an int
-RESPONSE: Final = "menshen.response"  # the StatusSend that sees the response status
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AccessLogMiddleware:

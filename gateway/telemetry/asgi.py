@@ -1,11 +1,20 @@
-"""A ``send`` wrapper that remembers the response status, shared by the access log and the server span."""
+"""ASGI plumbing shared by the access log and the server span: types, scope-state keys, a status-keeping send."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Keys in the scope's ``state`` (Litestar's place for per-request values).
+ACCESS_LOGGED: Final = "menshen.access_logged"  # the request flow wrote the access line itself
+TRACE_ID: Final = "menshen.trace_id"  # the trace id as an int, for the access line
+RESPONSE: Final = "menshen.response"  # the StatusSend that sees the response status
 
 
 class StatusSend:
@@ -26,4 +35,14 @@ class StatusSend:
         return self.send(message)
 
 
-__all__ = ["StatusSend"]
+__all__ = [
+    "ACCESS_LOGGED",
+    "RESPONSE",
+    "TRACE_ID",
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "StatusSend",
+]

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Literal
 
-from gateway.telemetry.request_trace import current_ids
 from gateway.telemetry.scrub import Scrubber
+from gateway.telemetry.spans import current_ids
 
 if TYPE_CHECKING:
     from gateway.guardrails.pipeline import Decision

@@ -14,8 +14,8 @@ from typing import IO, Any, Final
 
 import structlog
 
-from gateway.telemetry.request_trace import current_ids
 from gateway.telemetry.scrub import Scrubber
+from gateway.telemetry.spans import current_ids
 
 ACCESS_LOGGER: Final = "menshen.access"
 # Loggers that install their own handlers; they must propagate to ours instead.

@@ -7,6 +7,8 @@ decisions carry offsets, and the audit trail only an HMAC of the matched content
 
 from __future__ import annotations
 
+from opentelemetry.trace import Span
+
 from gateway.errors import GatewayError
 from gateway.guardrails.pipeline import Decision
 from gateway.relay.record import RequestRecord
@@ -14,7 +16,6 @@ from gateway.telemetry.access import ACCESS_LOGGED
 from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.request_trace import NOOP_SPAN, SpanRecord
 from gateway.telemetry.spans import (
     MENSHEN_CLIENT_ID,
     MENSHEN_POLICY_VERSION,
@@ -23,6 +24,7 @@ from gateway.telemetry.spans import (
     inject_traceparent,
     request_attributes,
     response_attributes,
+    set_error,
 )
 
 
@@ -38,23 +40,23 @@ class Recorder:
         return headers
 
     @staticmethod
-    def decision_event(span: SpanRecord, decision: Decision) -> None:
+    def decision_event(span: Span, decision: Decision) -> None:
         add_decision_event(span, decision)
 
     def finish(self, record: RequestRecord, error: GatewayError | None) -> None:
         """A request that ended before its stream: refused or failed."""
-        span = _server_span(record)
+        span = record.server_span
         if error is not None:
             record.status = error.status
             record.error = str(error.code) if error.code is not None else error.type
-            span.set_error(record.error)
+            set_error(span, record.error)
         if span.is_recording():
             span.set_attributes(_request_attributes(record))
         self._close(record)
 
-    def finish_stream(self, record: RequestRecord, span: SpanRecord, error: GatewayError | None) -> None:
+    def finish_stream(self, record: RequestRecord, span: Span, error: GatewayError | None) -> None:
         """A relayed stream ended (done, cut, failed or disconnected). ``span`` is the stream span."""
-        server = _server_span(record)
+        server = record.server_span
         if server.is_recording():
             server.set_attributes(
                 response_attributes(
@@ -70,7 +72,7 @@ class Recorder:
                 if decision.where != "input":
                     add_decision_event(span, decision)
             if error is not None:
-                span.set_error(str(error.code))
+                set_error(span, str(error.code))
             span.set_attribute("menshen.disconnected", record.disconnected)
             span.end()
         if record.ttft_s is not None:
@@ -119,6 +121,7 @@ class Recorder:
                 )
         if self.audit is not None:
             metrics.audit_healthy.set(1 if self.audit.healthy else 0)
+        ids = record.server_span.get_span_context()  # an unsampled request has ids too
         log_access(
             method=record.method,
             path=record.route,
@@ -126,7 +129,7 @@ class Recorder:
             duration_ms=record.elapsed() * 1000,
             client_id=record.client_id,
             finish_reason=record.finish_reason,
-            trace_id=format(record.trace.trace_id, "032x") if record.trace is not None else None,
+            trace_id=format(ids.trace_id, "032x") if ids.is_valid else None,
         )
         if record.scope_state is not None:
             record.scope_state[ACCESS_LOGGED] = True
@@ -152,11 +155,6 @@ def _request_attributes(record: RequestRecord) -> Attributes:
         client_id=record.client_id,
         policy_version=record.policy_version,
     )
-
-
-def _server_span(record: RequestRecord) -> SpanRecord:
-    """The request's server span (a no-op one when the request is not traced or not sampled)."""
-    return record.trace.server if record.trace is not None else NOOP_SPAN
 
 
 __all__ = ["Recorder"]

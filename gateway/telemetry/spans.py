@@ -1,46 +1,42 @@
-"""Spans of a request: names, GenAI semantic-convention attributes, decision events, propagation.
+"""Spans of a request on the stock OpenTelemetry SDK: names, GenAI attributes, decision events, propagation.
 
-``Telemetry`` holds the request tracer (none when tracing is off; see ``request_trace`` for how spans
-are recorded) and builds the Litestar OpenTelemetry plugin for server spans. Attribute helpers return
-at once on a span that does not record, so a request costs almost nothing with tracing off. Nothing here is called per chunk:
-time to first token and usage are set once, at the end of the stream.
+The server-span middleware (``gateway.telemetry.server_span``) opens each request's SERVER span and makes
+it current, together with the app's tracer, in OpenTelemetry's context. The helpers here read that context:
+``phase`` and ``start_span`` open child spans with the request's tracer, ``current_server_span`` finds the
+SERVER span from anywhere in the request. Outside a traced request, or on a request the sampler dropped,
+every helper returns at once with a non-recording span, so an untraced request costs almost nothing.
+Nothing here is called per chunk: time to first token and usage are set once, at the end of the stream.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from gateway import __version__
-from gateway.telemetry.request_trace import (
-    NOOP_SPAN,
-    AttributeValue,
-    RequestTracer,
-    RequestTracerProvider,
-    SpanRecord,
-    activate,
-    current_ids,
-    deactivate,
-    inject_traceparent,
-    phase,
-)
 from gateway.telemetry.scrub import redact
 
 if TYPE_CHECKING:
-    from litestar.middleware.base import DefineMiddleware
+    from contextvars import Token
+
+    from opentelemetry.sdk.trace import TracerProvider
 
     from gateway.guardrails.pipeline import Decision
+    from gateway.telemetry.asgi import ASGIApp
 
-Operation = Literal["chat", "text_completion"]
+# "chat", "text_completion", "embeddings" (GenAI operation names).
+Operation = str
 
 # GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/).
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
@@ -71,7 +67,11 @@ SPAN_STREAM: Final = "menshen.stream"
 # Paths never traced: probes and scrapes would drown the real traffic.
 EXCLUDED_PATHS: Final[tuple[str, ...]] = ("/healthz", "/readyz", "/metrics")
 _SAFE_DETAIL: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-
+# Keys of the request's tracer and SERVER span in OpenTelemetry's context (plain strings: no import work).
+_TRACER_KEY: Final = "menshen.tracer"
+_SERVER_KEY: Final = "menshen.server_span"
+# Only W3C trace context goes upstream: baggage set by a client never reaches the engine.
+_W3C: Final = TraceContextTextMapPropagator()
 
 Attributes = dict[str, AttributeValue]
 
@@ -127,6 +127,80 @@ def response_attributes(
     return attrs
 
 
+# --- the request's spans -------------------------------------------------------------------------------
+
+
+def open_request(
+    tracer: Tracer,
+    name: str,
+    carrier: Mapping[str, str] | None = None,
+    attributes: Attributes | None = None,
+) -> tuple[Span, Token[otel_context.Context]]:
+    """Start a request's SERVER span, continuing the caller's trace in ``carrier`` (the configured
+    propagators read it), and make it current with ``tracer``; ``close_request`` undoes it."""
+    parent = extract(carrier) if carrier else None
+    span = tracer.start_span(name, parent, SpanKind.SERVER, attributes)
+    ctx = trace.set_span_in_context(span, parent)
+    ctx = otel_context.set_value(_SERVER_KEY, span, otel_context.set_value(_TRACER_KEY, tracer, ctx))
+    return span, otel_context.attach(ctx)
+
+
+def close_request(token: Token[otel_context.Context]) -> None:
+    """Leave the request's context (the caller ends the span once it has set its last attributes)."""
+    otel_context.detach(token)
+
+
+def _child(name: str, kind: SpanKind, attributes: Attributes | None) -> Span | None:
+    """A child of the current span, or ``None`` when there is no recording request span to be a child of."""
+    if not trace.get_current_span().is_recording():
+        return None
+    tracer = otel_context.get_value(_TRACER_KEY)
+    if not isinstance(tracer, Tracer):
+        return None  # a span from some other tracer, outside a request
+    return tracer.start_span(name, kind=kind, attributes=attributes)
+
+
+class phase:
+    """A child span of the current span, current for the ``with`` block and ended at its exit.
+
+    An escaping exception sets ERROR status with the exception's type name only (its message could quote
+    the request). A class rather than a ``@contextmanager`` generator: it runs several times per request.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_name", "_span", "_token")
+
+    def __init__(
+        self, name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes | None = None
+    ) -> None:
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._span: Span | None = None
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> Span:
+        span = self._span = _child(self._name, self._kind, self._attributes)
+        if span is None:
+            return INVALID_SPAN
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        span, token = self._span, self._token
+        if span is None or token is None:
+            return
+        otel_context.detach(token)
+        if exc_type is not None:
+            span.set_attribute("error.type", exc_type.__qualname__)
+            set_error(span, exc_type.__qualname__)
+        span.end()
+
+
+def start_span(name: str) -> Span:
+    """A child span of the current span, *not* made current; the caller ends it."""
+    return _child(name, SpanKind.INTERNAL, None) or INVALID_SPAN
+
+
 @lru_cache(maxsize=8)
 def _server_attributes(server_url: str) -> tuple[tuple[str, str | int], ...]:
     url = urlsplit(server_url)
@@ -141,8 +215,10 @@ def _server_attributes(server_url: str) -> tuple[tuple[str, str | int], ...]:
 def engine_span(operation: Operation, model: str, server_url: str | None = None) -> phase:
     """The client span of the upstream call, named ``"{operation} {model}"`` as semconv asks.
 
-    Inject the trace context *inside* it, so the engine's spans become its children.
+    Inject the trace context *inside* it, so that the engine's spans become its children.
     """
+    if not trace.get_current_span().is_recording():
+        return phase("")  # returns INVALID_SPAN at once: no attributes built for nothing
     attrs: Attributes = {
         GEN_AI_OPERATION_NAME: operation,
         GEN_AI_PROVIDER_NAME: "vllm",
@@ -153,7 +229,39 @@ def engine_span(operation: Operation, model: str, server_url: str | None = None)
     return phase(f"{operation} {model}", SpanKind.CLIENT, attrs)
 
 
-def add_decision_event(span: SpanRecord, decision: Decision) -> None:
+def inject_traceparent(headers: dict[str, str]) -> None:
+    """Add the W3C ``traceparent`` (and ``tracestate``) of the current span to upstream ``headers``.
+
+    An unsampled request still sends its ids, flagged not sampled, so the engine does not trace it either.
+    """
+    _W3C.inject(headers)
+
+
+def current_server_span() -> Span:
+    """The current request's SERVER span; ``INVALID_SPAN`` outside a traced request."""
+    span = otel_context.get_value(_SERVER_KEY)
+    return span if isinstance(span, Span) else INVALID_SPAN
+
+
+def current_ids() -> tuple[int, int] | None:
+    """(trace id, span id) of the current span, ``None`` when there is none."""
+    ctx = trace.get_current_span().get_span_context()
+    return (ctx.trace_id, ctx.span_id) if ctx.is_valid else None
+
+
+def current_trace_id() -> str | None:
+    """The 32-hex trace id of the current span, ``None`` when there is none."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def set_error(span: Span, description: str) -> None:
+    """ERROR status with ``description``: a short error code, never text from a request."""
+    if span.is_recording():
+        span.set_status(Status(StatusCode.ERROR, description))
+
+
+def add_decision_event(span: Span, decision: Decision) -> None:
     """Record a guardrail or loop decision as a span event: rule, category, action, mode, offsets.
 
     ``decision.matched`` is never read. String ``detail`` values that are not short identifiers
@@ -161,7 +269,7 @@ def add_decision_event(span: SpanRecord, decision: Decision) -> None:
     """
     if not span.is_recording():
         return
-    attrs: dict[str, str | int | float] = {
+    attrs: Attributes = {
         "menshen.rule": decision.rule,
         "menshen.category": decision.category,
         "menshen.action": decision.action,
@@ -178,75 +286,49 @@ def add_decision_event(span: SpanRecord, decision: Decision) -> None:
 
 
 class Telemetry:
-    """The app's request tracer and its Litestar plugin; built from ``setup_tracing()``'s result."""
+    """The app's tracer provider (``None``: tracing off) and the server-span middleware built on it."""
 
-    __slots__ = ("provider", "request_tracer")
+    __slots__ = ("provider", "tracer")
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self.provider = provider
-        self.request_tracer: RequestTracer | None = None
-        if provider is not None:
-            sdk_tracer = provider.get_tracer("menshen", __version__)
-            if isinstance(sdk_tracer, SdkTracer):  # not when OTEL_SDK_DISABLED made it a no-op one
-                scope = InstrumentationScope("menshen", __version__)
-                routed = provider if isinstance(provider, RequestTracerProvider) else None
-                self.request_tracer = RequestTracer(sdk_tracer, scope, routed)
+        # A no-op tracer when OTEL_SDK_DISABLED made the provider one: its spans never record.
+        self.tracer = provider.get_tracer("menshen", __version__) if provider is not None else None
 
     @property
     def enabled(self) -> bool:
         return self.provider is not None
 
-    def litestar_middleware(self) -> DefineMiddleware | None:
-        """The server-span middleware of Litestar's OpenTelemetry plugin; ``None`` when tracing is off.
-
-        Passed in the app's ``middleware`` list, Litestar wraps it in its ``OpenTelemetryPlugin`` around
-        the whole app (the plugin's own ``middleware`` property ignores ``middleware_class``). Probes and
-        ``/metrics`` are excluded.
-        """
-        if self.request_tracer is None:
+    def asgi_middleware(self) -> Callable[[ASGIApp], ASGIApp] | None:
+        """Wraps an ASGI app in the server-span middleware; ``None`` when tracing is off."""
+        tracer = self.tracer
+        if tracer is None:
             return None
-        from gateway.telemetry.server_span import ServerSpanConfig
+        from gateway.telemetry.server_span import ServerSpanMiddleware  # it imports this module
 
-        config = ServerSpanConfig(
-            request_tracer=self.request_tracer, untraced_paths=frozenset(EXCLUDED_PATHS)
-        )
-        return config.middleware
+        return lambda app: ServerSpanMiddleware(app, tracer, frozenset(EXCLUDED_PATHS))
 
     @contextmanager
     def server_span(
         self, name: str, carrier: Mapping[str, str] | None = None, attributes: Attributes | None = None
-    ) -> Iterator[SpanRecord]:
+    ) -> Iterator[Span]:
         """A request's trace outside HTTP (jobs, tests): its SERVER span, current for the block."""
-        if self.request_tracer is None:
-            yield NOOP_SPAN
+        if self.tracer is None:
+            yield INVALID_SPAN
             return
-        request = self.request_tracer.start(name, SpanKind.SERVER, attributes or {}, carrier)
-        token = activate(request)
+        span, token = open_request(self.tracer, name, carrier, attributes)
         try:
-            yield request.server
+            yield span
         finally:
-            deactivate(token)
-            request.finish()
+            close_request(token)
+            span.end()
 
-    @staticmethod
-    def phase(name: str) -> AbstractContextManager[SpanRecord]:
-        """An internal child span of the current request: ``with telemetry.phase(SPAN_AUTH): ...``."""
-        return phase(name)
-
-    @staticmethod
-    def engine_span(
-        operation: Operation, model: str, server_url: str | None = None
-    ) -> AbstractContextManager[SpanRecord]:
-        """The client span of the upstream call (see the module function ``engine_span``)."""
-        return engine_span(operation, model, server_url)
-
-    @staticmethod
-    def current_trace_id() -> str | None:
-        ids = current_ids()
-        return format(ids[0], "032x") if ids is not None else None
+    def force_flush(self, timeout_ms: int = 10_000) -> bool:
+        """Export what the batch processor holds (before the process may be killed)."""
+        return self.provider.force_flush(timeout_ms) if self.provider is not None else True
 
     def shutdown(self) -> None:
-        """Flush and stop exporters (app shutdown)."""
+        """Flush and stop the exporters (app shutdown)."""
         if self.provider is not None:
             self.provider.shutdown()
 
@@ -278,8 +360,16 @@ __all__ = [
     "Operation",
     "Telemetry",
     "add_decision_event",
+    "close_request",
+    "current_ids",
+    "current_server_span",
+    "current_trace_id",
     "engine_span",
     "inject_traceparent",
+    "open_request",
+    "phase",
     "request_attributes",
     "response_attributes",
+    "set_error",
+    "start_span",
 ]

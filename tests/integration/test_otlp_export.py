@@ -6,17 +6,21 @@ that arrives must be the one in the ``traceparent`` the gateway sends upstream t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.guardrails.pipeline import Decision
 from gateway.telemetry import (
     SPAN_STREAM,
     Telemetry,
     add_decision_event,
+    engine_span,
     inject_traceparent,
+    phase,
     request_attributes,
     response_attributes,
     setup_tracing,
@@ -45,9 +49,9 @@ def _one_request(telemetry: Telemetry) -> dict[str, str]:
     carrier = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
     with telemetry.server_span("POST /v1/chat/completions", carrier) as s:
         attrs = request_attributes(operation="chat", model="qwen3-8b", max_tokens=64, client_id="team-a")
-        with telemetry.engine_span("chat", "qwen3-8b"):
+        with engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)
-        with telemetry.phase(SPAN_STREAM) as stream:
+        with phase(SPAN_STREAM) as stream:
             add_decision_event(
                 stream, Decision("words.x", "secret", "block", "enforce", "output", 3, 22, matched=MATCHED)
             )
@@ -83,21 +87,32 @@ def _check(received: Received, upstream: dict[str, str]) -> None:
     assert MATCHED.encode() not in b"".join(r.SerializeToString() for r in received.requests)
 
 
+def _provider(monkeypatch: pytest.MonkeyPatch, **env: str) -> TracerProvider:
+    """setup_tracing as the gateway runs it: the SDK and its exporters read the process environment."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in {
+        **env,
+        "OTEL_SERVICE_NAME": "menshen-otlp-test",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }.items():
+        monkeypatch.setenv(name, value)
+    provider = setup_tracing(set_global=False)
+    assert provider is not None
+    return provider
+
+
 def test_otlp_http_export(http_receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> None:
     base, received = http_receiver
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    provider = setup_tracing(
-        environ={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": base,
-            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=menshen,authorization=Bearer%20collector-key",
-            "OTEL_SERVICE_NAME": "menshen-otlp-test",
-        },
-        set_global=False,
+    provider = _provider(
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_ENDPOINT=base,
+        OTEL_EXPORTER_OTLP_HEADERS="x-tenant=menshen,authorization=Bearer%20collector-key",
     )
-    assert provider is not None
     telemetry = Telemetry(provider)
     upstream = _one_request(telemetry)
-    assert provider.force_flush(10_000)
+    assert telemetry.force_flush()
     telemetry.shutdown()
     _check(received, upstream)
     assert received.headers[0]["x-tenant"] == "menshen"
@@ -105,21 +120,17 @@ def test_otlp_http_export(http_receiver: tuple[str, Received], monkeypatch: pyte
     assert received.headers[0]["content-type"] == "application/x-protobuf"
 
 
-def test_otlp_grpc_export(grpc_receiver: tuple[str, Received]) -> None:
+def test_otlp_grpc_export(grpc_receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint, received = grpc_receiver
-    provider = setup_tracing(
-        environ={
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=menshen",
-            "OTEL_SERVICE_NAME": "menshen-otlp-test",
-        },
-        set_global=False,
+    provider = _provider(
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS="x-tenant=menshen",
     )
-    assert provider is not None
     telemetry = Telemetry(provider)
     upstream = _one_request(telemetry)
-    assert provider.force_flush(10_000)
+    assert telemetry.force_flush()
     telemetry.shutdown()
     _check(received, upstream)
     assert received.headers[0]["x-tenant"] == "menshen"

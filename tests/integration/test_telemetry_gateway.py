@@ -366,10 +366,11 @@ def test_real_otlp_http_export_from_the_running_gateway(
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with otlp_http_receiver() as (url, received):
-        provider = setup_tracing(
-            environ={"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_SERVICE_NAME": "menshen-test"},
-            set_global=False,
-        )
+        # As `gateway serve` reads them: the SDK and the exporter take the process environment.
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "menshen-test")
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")  # every request, not the default one in ten
+        provider = setup_tracing(set_global=False)
         assert provider is not None
         with run_gateway(
             gateway_settings(tmp_path / "data", fake_engine.url), AppParts(telemetry=Telemetry(provider))

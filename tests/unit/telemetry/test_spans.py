@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from litestar.response import Stream
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, StatusCode
 
 from gateway.guardrails.pipeline import Decision
 from gateway.telemetry import (
@@ -14,11 +11,17 @@ from gateway.telemetry import (
     SPAN_STREAM,
     Telemetry,
     add_decision_event,
+    current_ids,
+    current_server_span,
+    current_trace_id,
+    engine_span,
     inject_traceparent,
+    phase,
     request_attributes,
     response_attributes,
+    set_error,
+    start_span,
 )
-from gateway.telemetry.request_trace import current_ids
 
 from .conftest import Traced
 
@@ -41,11 +44,11 @@ def _request(t: Telemetry) -> dict[str, str]:
             client_id="team-a",
             policy_version="2024-06-01.3",
         )
-        with t.phase(SPAN_AUTH), t.phase(SPAN_ADMISSION), t.phase(SPAN_INPUT_GUARD):
+        with phase(SPAN_AUTH), phase(SPAN_ADMISSION), phase(SPAN_INPUT_GUARD):
             pass
-        with t.engine_span("chat", "qwen3-8b"):
+        with engine_span("chat", "qwen3-8b"):
             inject_traceparent(upstream)
-        with t.phase(SPAN_STREAM) as stream:
+        with phase(SPAN_STREAM) as stream:
             add_decision_event(
                 stream,
                 Decision(
@@ -140,24 +143,24 @@ def test_decision_event_carries_ids_and_offsets_never_the_text(traced: Traced) -
 def test_disabled_telemetry_is_a_silent_no_op() -> None:
     t = Telemetry(None)
     assert t.enabled is False
-    assert t.litestar_middleware() is None
+    assert t.asgi_middleware() is None
     # Nothing is recorded and nothing is propagated: the engine sees no trace context.
     assert _request(t) == {}
-    with t.phase("no parent"):
+    with phase("no parent"):
         fresh: dict[str, str] = {}
         inject_traceparent(fresh)
     assert fresh == {}
-    assert t.current_trace_id() is None
+    assert current_trace_id() is None
     t.shutdown()
 
 
 def test_current_trace_id_inside_a_span(traced: Traced) -> None:
     t = traced.telemetry
-    assert t.current_trace_id() is None
+    assert current_trace_id() is None
     with t.server_span("job"):
-        trace_id = t.current_trace_id()
-        with t.phase("x"):
-            assert t.current_trace_id() == trace_id
+        trace_id = current_trace_id()
+        with phase("x"):
+            assert current_trace_id() == trace_id
     (job, _) = sorted(traced.exporter.get_finished_spans(), key=lambda s: s.name)
     assert trace_id == format(job.context.trace_id, "032x")
 
@@ -173,10 +176,10 @@ def test_unsampled_request_propagates_ids_and_exports_nothing() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     t = Telemetry(provider)
     upstream: dict[str, str] = {}
-    with t.server_span("POST /v1/chat/completions") as server, t.engine_span("chat", "m") as engine:
+    with t.server_span("POST /v1/chat/completions") as server, engine_span("chat", "m") as engine:
         assert not server.is_recording() and not engine.is_recording()
         inject_traceparent(upstream)
-        trace_id = t.current_trace_id()
+        trace_id = current_trace_id()
     version, sent_trace, parent_id, flags = upstream["traceparent"].split("-")
     assert (version, sent_trace) == ("00", trace_id)
     assert int(flags, 16) & 1 == 0, "not sampled"
@@ -190,75 +193,39 @@ def test_unsampled_request_propagates_ids_and_exports_nothing() -> None:
     assert format(span.context.trace_id, "032x") == CLIENT_TRACE
 
 
-async def test_litestar_plugin_makes_server_spans_and_skips_probes(traced: Traced) -> None:
-    from litestar import Litestar, get
-    from litestar.plugins.opentelemetry import OpenTelemetryPlugin
-    from litestar.testing import AsyncTestClient
+def test_helpers_outside_a_request_return_at_once() -> None:
+    assert current_server_span() is INVALID_SPAN
+    assert current_ids() is None
+    with phase(SPAN_AUTH) as span:
+        assert span is INVALID_SPAN
+    stream = start_span(SPAN_STREAM)
+    assert stream is INVALID_SPAN
+    set_error(stream, "nothing")  # no-op on a non-recording span
+    stream.end()
 
-    @get("/v1/models", sync_to_thread=False)
-    def models() -> dict[str, str]:
-        return {"object": "list"}
 
-    @get("/healthz", sync_to_thread=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @get("/broken", sync_to_thread=False)
-    def broken() -> None:
-        raise RuntimeError("boom")
-
-    @get("/stream", sync_to_thread=False)
-    def stream() -> Stream:
-        def chunks() -> Iterator[bytes]:
-            # The server span is current while the body is produced, and still open.
+def test_server_span_is_found_from_nested_phases_and_start_span_is_not_current(traced: Traced) -> None:
+    t = traced.telemetry
+    with t.server_span("POST /v1/chat/completions") as server:
+        assert current_server_span() is server
+        with phase(SPAN_ADMISSION) as admission:
+            assert current_server_span() is server
+            stream = start_span(SPAN_STREAM)
             ids = current_ids()
-            assert ids is not None
-            yield format(ids[1], "016x").encode()
-            yield b"|end"
-
-        return Stream(chunks())
-
-    middleware = traced.telemetry.litestar_middleware()
-    assert middleware is not None
-    app = Litestar(route_handlers=[models, healthz, broken, stream], middleware=[middleware])
-    assert isinstance(app.plugins.get(OpenTelemetryPlugin), OpenTelemetryPlugin)
-    async with AsyncTestClient(app) as client:
-        headers = {
-            "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
-            "authorization": "Bearer secret-token-value",
-            "user-agent": "OpenAI/Python 2.8.1",
-        }
-        assert (await client.get("/v1/models", headers=headers)).status_code == 200
-        assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/broken")).status_code == 500
-        streamed = (await client.get("/stream")).text
-        assert (await client.get("/wp-admin/setup.php")).status_code == 404
-        assert (await client.request("SCAN", "/v1/models")).status_code == 405
-    spans = traced.exporter.get_finished_spans()
-    assert [s.name for s in spans] == [
-        "GET /v1/models",
-        "GET /broken",
-        "GET /stream",
-        "GET",
-        "HTTP",
-    ]
-    models_span, broken_span, stream_span, unknown_span, odd_method_span = spans
-    # Any token is a method on the wire: an unknown one is `_OTHER`, never a span name of its own.
-    assert dict(odd_method_span.attributes or {})["http.request.method"] == "_OTHER"
-    # An unmatched path names no route: scanners' paths never become span names.
-    assert "http.route" not in dict(unknown_span.attributes or {})
-    assert dict(unknown_span.attributes or {})["url.path"] == "/wp-admin/setup.php"
-    assert models_span.kind is SpanKind.SERVER
-    assert format(models_span.context.trace_id, "032x") == CLIENT_TRACE
-    assert models_span.parent is not None and format(models_span.parent.span_id, "016x") == CLIENT_SPAN
-    attrs = dict(models_span.attributes or {})
-    assert attrs["http.request.method"] == "GET"
-    assert attrs["http.route"] == attrs["url.path"] == "/v1/models"
-    assert attrs["http.response.status_code"] == 200
-    assert attrs["user_agent.original"] == "OpenAI/Python 2.8.1"
-    assert "secret-token-value" not in models_span.to_json()
-    assert models_span.status.status_code is StatusCode.UNSET
-    assert dict(broken_span.attributes or {})["http.response.status_code"] == 500
-    assert broken_span.status.status_code is StatusCode.ERROR
-    assert broken_span.parent is None, "no traceparent: a new trace"
-    assert streamed == f"{stream_span.context.span_id:016x}|end"
+            assert ids is not None and ids[1] == admission.get_span_context().span_id
+            set_error(stream, "upstream_error")
+            stream.end()
+        try:
+            with phase(SPAN_INPUT_GUARD):
+                raise KeyError("the prompt text")
+        except KeyError:
+            pass
+    spans = traced.spans()
+    assert spans[SPAN_STREAM].parent.span_id == spans[SPAN_ADMISSION].context.span_id  # type: ignore[union-attr]
+    assert spans[SPAN_STREAM].status.status_code is StatusCode.ERROR
+    assert spans[SPAN_STREAM].status.description == "upstream_error"
+    failed = spans[SPAN_INPUT_GUARD]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "KeyError"
+    assert "the prompt text" not in failed.to_json(), "an exception's message is never recorded"
+    assert current_server_span() is INVALID_SPAN
