@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     )
     audit_max_bytes: int = Field(64 * MiB, ge=4096, description="Rotate the audit log at this size.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    log_json: bool = Field(True, description="JSON log lines (false: plain text for development).")
+    log_json: bool | None = Field(
+        None, description="JSON log lines (unset: JSON unless stderr is a terminal; false: human-readable)."
+    )
 
     @field_validator("auth", "jwt_algorithms", mode="before")
     @classmethod
