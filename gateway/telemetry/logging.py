@@ -79,11 +79,7 @@ def configure_logging(
         stamp,
         add_trace_ids,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=tty, timestamp_key="time", pad_event_to=40)
-    )
+    renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if as_json else _console(tty)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
@@ -157,6 +153,19 @@ def log_access(
     if trace_id is not None:
         fields["trace_id"] = trace_id
     get_logger(ACCESS_LOGGER).info("access", **fields)
+
+
+def _console(colors: bool) -> structlog.dev.ConsoleRenderer:
+    """``12:00:00 [info     ] [logger] event  key=value``: the logger before the event, so that an
+    event of several lines (the end of the engine's log) ends with its own last line."""
+    console = structlog.dev.ConsoleRenderer(colors=colors, timestamp_key="time", pad_event_to=40)
+    names = ("logger", "logger_name")
+    columns = console.columns
+    named = [c for c in columns if c.key in names]
+    rest = [c for c in columns if c.key not in names]
+    event = next(i for i, c in enumerate(rest) if c.key == "event")
+    console.columns = [*rest[:event], *named, *rest[event:]]
+    return console
 
 
 def _is_terminal(stream: IO[str]) -> bool:

@@ -178,9 +178,8 @@ def test_terminal_gets_readable_coloured_lines() -> None:
     assert len(lines) == 3
     assert _ANSI.search(text)  # colours on a terminal
     assert not any(line.startswith("{") for line in lines)
-    assert re.match(r"\d\d:\d\d:\d\d \[info\s*\] engine ready\s", lines[0])
+    assert re.match(r"\d\d:\d\d:\d\d \[info\s*\] \[menshen.engine\] engine ready\s", lines[0])
     assert "url=http://127.0.0.1:8001" in lines[0]
-    assert "[menshen.engine]" in lines[0]
     assert "Uvicorn running on http://127.0.0.1:8080" in lines[1]
     assert "color_message" not in plain
     assert "[warning" in lines[2]
@@ -201,10 +200,18 @@ def test_not_a_terminal_gets_json_lines_without_color_message() -> None:
     assert CLIENT_SECRET not in text and JWT[:30] not in text
 
 
+def test_an_event_of_several_lines_ends_with_its_own_last_line() -> None:
+    stream = io.StringIO()
+    with saved_logging():
+        configure_logging("INFO", json=False, stream=stream)
+        get_logger("menshen.engine").error("engine failed; last lines:\n  one\n  two")
+    assert stream.getvalue().splitlines()[1:] == ["  one", "  two"]
+
+
 def test_explicit_choice_overrides_the_terminal_check() -> None:
     forced_json = _render(_Terminal(), True)
     assert json.loads(forced_json.splitlines()[0])["logger"] == "menshen.engine"
     plain = _render(io.StringIO(), False)
     assert not _ANSI.search(plain)  # readable, but no colours off a terminal
-    assert plain.splitlines()[0].split(" ", 1)[1].startswith("[info")
+    assert plain.splitlines()[0].split(" ", 1)[1].startswith("[info     ] [menshen.engine] engine ready")
     assert CLIENT_SECRET not in plain
