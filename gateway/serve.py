@@ -1,9 +1,13 @@
-"""Run the app under uvicorn with the gateway's logging and tracing."""
+"""Run the app under uvicorn with the gateway's logging and tracing; SIGINT/SIGTERM end it quietly."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Callable, Iterable
+from types import FrameType
 
 import uvicorn
 
@@ -18,17 +22,59 @@ from gateway.telemetry.tracing import TracingConfigError, setup_tracing
 log = logging.getLogger("menshen")
 
 
+class StopSignals:
+    """SIGINT and SIGTERM stop the service without a traceback, whatever phase it is in.
+
+    uvicorn handles both while it serves, then re-raises each one it caught to the handler it found
+    before: with Python's defaults that ends in a ``KeyboardInterrupt`` traceback (SIGINT) or in death
+    by SIGTERM before the engine is stopped. These handlers are the ones it finds: a signal asks the
+    server to exit (a second one forces it) and wakes whoever waits for it. They stay installed until
+    the process ends, so that a Ctrl-C typed during the shutdown cannot raise either.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.server: uvicorn.Server | None = None
+        self._wake: Callable[[], object] | None = None
+
+    def install(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def wake(self, event: asyncio.Event) -> None:
+        """Set ``event`` (from the running loop) when a signal arrives, or now if one has."""
+        loop = asyncio.get_running_loop()
+        self._wake = lambda: loop.call_soon_threadsafe(event.set)
+        if self.received:
+            event.set()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of the main thread: set flags, and reach the loop only through
+        # its thread-safe door.
+        self.received += 1
+        if self.server is not None:
+            self.server.force_exit = self.server.force_exit or self.received > 1
+            self.server.should_exit = True
+        if self._wake is not None:
+            try:
+                self._wake()
+            except RuntimeError:  # the loop is closed: nothing is waiting any more
+                self._wake = None
+
+
+def configure_logging_for(settings: Settings, secrets: Iterable[str | None] = ()) -> None:
+    """The gateway's logging, with the engine key and other ``secrets`` scrubbed from every line."""
+    literals = [s for s in (*secrets, read_secret_file(settings.engine.upstream_api_key_file)) if s]
+    configure_logging(
+        settings.telemetry.log_level, json=settings.telemetry.log_json, scrubber=Scrubber(literals=literals)
+    )
+
+
 def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.Server, Telemetry] | None:
     """Logging, tracing and the app; None (after printing every problem) when something is invalid."""
     parts = parts or AppParts()
-    secrets = [
-        s for s in (parts.engine_api_key, read_secret_file(settings.engine.upstream_api_key_file)) if s
-    ]
-    configure_logging(
-        settings.telemetry.log_level,
-        json=settings.telemetry.log_json is not False,
-        scrubber=Scrubber(literals=secrets),
-    )
+    configure_logging_for(settings, [parts.engine_api_key])
     try:
         telemetry = Telemetry(setup_tracing("menshen"))
     except TracingConfigError as exc:
@@ -63,15 +109,20 @@ def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.
 
 
 def run_server(settings: Settings) -> int:
+    """``gateway serve``: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid."""
+    signals = StopSignals().install()
     prepared = prepare(settings)
     if prepared is None:
         return 2
     server, telemetry = prepared
+    signals.server = server
     try:
-        server.run()
+        if not signals.received:
+            with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+                runner.run(server.serve())
     finally:
         telemetry.shutdown()
     return 0
 
 
-__all__ = ["prepare", "run_server"]
+__all__ = ["StopSignals", "configure_logging_for", "prepare", "run_server"]

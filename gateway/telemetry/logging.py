@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, with trace ids, scrubbed of secrets and content.
+"""Structured logs: JSON lines for machines, readable lines on a terminal; trace ids; scrubbed.
 
 structlog renders through a stdlib ``ProcessorFormatter`` on the root logger, so records from
 third-party loggers (uvicorn, httpx, litestar) take the same path: same fields, same scrubber.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json as _json
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import IO, Any, Final
 
 import structlog
@@ -39,42 +40,58 @@ def add_trace_ids(logger: object, method_name: str, event_dict: dict[str, Any]) 
     return event_dict
 
 
+def _drop_color_message(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Drop uvicorn's ``color_message`` extra: the same text again, with ANSI escapes."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def configure_logging(
     level: str = "INFO",
-    json: bool = True,
+    json: bool | None = None,
     *,
     stream: IO[str] | None = None,
     scrubber: Scrubber | None = None,
 ) -> None:
     """Route structlog and stdlib logging to one handler on ``stream`` (default stderr).
 
-    Idempotent: a second call replaces the handler installed by the first. Run uvicorn with
-    ``log_config=None`` so that it does not install its own handlers afterwards.
+    ``json=None`` picks by the stream: human-readable lines on a terminal (coloured), one JSON object
+    per line otherwise. The scrubber runs before either renderer. Idempotent: a second call replaces
+    the handler installed by the first. Run uvicorn with ``log_config=None`` so that it does not
+    install its own handlers afterwards.
     """
+    out = stream if stream is not None else sys.stderr
+    tty = _is_terminal(out)
+    as_json = not tty if json is None else json
     scrub = scrubber or Scrubber()
+    # A terminal reader wants the wall-clock time of day; machines want the full UTC instant.
+    stamp = (
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time")
+        if as_json
+        else structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time")
+    )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        stamp,
         add_trace_ids,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if as_json else _console(tty)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
             structlog.processors.format_exc_info,
             # Last before rendering, so exception text and extras are scrubbed too.
             scrub,
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 
@@ -138,8 +155,34 @@ def log_access(
     get_logger(ACCESS_LOGGER).info("access", **fields)
 
 
+def _console(colors: bool) -> structlog.dev.ConsoleRenderer:
+    """``12:00:00 [info     ] [logger] event  key=value``: the logger before the event, so that an
+    event of several lines (the end of the engine's log) ends with its own last line."""
+    console = structlog.dev.ConsoleRenderer(colors=colors, timestamp_key="time", pad_event_to=40)
+    names = ("logger", "logger_name")
+    columns = console.columns
+    named = [c for c in columns if c.key in names]
+    rest = [c for c in columns if c.key not in names]
+    event = next(i for i, c in enumerate(rest) if c.key == "event")
+    console.columns = [*rest[:event], *named, *rest[event:]]
+    return console
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a stand-in without isatty, or a closed stream
+        return False
+
+
 def _dumps(obj: Any, **kw: Any) -> str:
     return _json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-__all__ = ["ACCESS_LOGGER", "add_trace_ids", "configure_logging", "get_logger", "log_access"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "add_trace_ids",
+    "configure_logging",
+    "get_logger",
+    "log_access",
+]

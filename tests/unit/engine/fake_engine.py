@@ -8,6 +8,7 @@ facts; ``exits.jsonl``: time of each failing exit). Behaviours:
   FAKE_HEALTH_FAIL_AFTER=S  /health answers 500 once S seconds after serving
   FAKE_IGNORE_TERM=1      ignore SIGTERM (the supervisor must SIGKILL)
   FAKE_GRANDCHILD=1       spawn a sleeping grandchild that inherits stdout (like vLLM's engine core)
+  FAKE_ECHO_KEY=1         print the internal key (the supervisor must keep it out of its log file)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
         fh.write(json.dumps(record) + "\n")
     print(f"INFO 01-01 00:00:00 [fake] fake engine run {run} starting", flush=True)
     print("WARNING 01-01 00:00:00 [fake] a warning on stderr", file=sys.stderr, flush=True)
+    if os.environ.get("FAKE_ECHO_KEY") == "1":
+        print(f"INFO 01-01 00:00:00 [fake] api key {os.environ['VLLM_API_KEY']}", flush=True)
 
     if os.environ.get("FAKE_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

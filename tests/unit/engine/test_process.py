@@ -1,39 +1,14 @@
-"""Process plumbing: vLLM log levels, free ports, group signals."""
+"""Process plumbing: free ports, group signals, the parent-death shim."""
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 import subprocess
 import sys
 
-import pytest
-
-from engine.process import free_port, level_of, signal_group, with_parent_death_signal
+from engine.process import free_port, signal_group, with_parent_death_signal
 from tests.unit.engine.support import pid_alive, wait_until_sync
-
-
-@pytest.mark.parametrize(
-    ("line", "previous", "expected"),
-    [
-        (
-            "(APIServer pid=1) WARNING 11-28 22:59:17 [system_utils.py:255] Found ulimit",
-            logging.INFO,
-            logging.WARNING,
-        ),
-        (
-            "(EngineCore pid=2) ERROR 11-28 23:01:11 [core.py:1] EngineCore failed",
-            logging.INFO,
-            logging.ERROR,
-        ),
-        ("INFO:     Shutting down", logging.ERROR, logging.INFO),
-        ('  File "/x/async_llm.py", line 849, in output_handler', logging.ERROR, logging.ERROR),
-        ("x" * 90 + " ERROR late in a long line", logging.INFO, logging.INFO),
-    ],
-)
-def test_level_of_vllm_lines(line: str, previous: int, expected: int) -> None:
-    assert level_of(line, previous) == expected
 
 
 def test_free_port_is_bindable_on_loopback() -> None:

@@ -33,12 +33,13 @@ from tests.unit.engine.support import kill_quietly, pid_alive, read_runs, wait_u
 async def test_start_serves_on_loopback_with_internal_key(
     make_config: MakeConfig,
     state_dir: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("GATEWAY_SECRET_KEY", "must-not-leak")
     caplog.set_level(logging.INFO, logger="menshen.engine")
-    async with EngineSupervisor(make_config()) as sup:
+    async with EngineSupervisor(make_config({"FAKE_ECHO_KEY": "1"})) as sup:
         await sup.wait_ready(10)
         assert sup.up
         assert sup.reason is None
@@ -65,12 +66,16 @@ async def test_start_serves_on_loopback_with_internal_key(
     assert not any(sup.api_key in a for a in argv)
     assert run["gateway_env"] == []
     assert run["kv_space"] == "1"
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "menshen.engine"]
-    assert (
-        logging.INFO,
-        f"[engine {status.pid}] INFO 01-01 00:00:00 [fake] fake engine run 1 starting",
-    ) in messages
-    assert any(level == logging.WARNING and "a warning on stderr" in msg for level, msg in messages)
+    # The engine's own output goes to its log file, with the key hidden, and not to our logger.
+    assert sup.log_path == tmp_path / "data" / "logs" / "engine-cpu-demo.log"
+    text = sup.log_path.read_text()
+    assert "INFO 01-01 00:00:00 [fake] fake engine run 1 starting" in text
+    assert "a warning on stderr" in text
+    assert "[fake] api key [internal key]" in text
+    assert sup.api_key not in text
+    messages = [r.getMessage() for r in caplog.records if r.name == "menshen.engine"]
+    assert not any("[fake]" in m for m in messages)
+    assert any(str(sup.log_path) in m for m in messages)
     assert not any(sup.api_key in r.getMessage() for r in caplog.records)
 
 
@@ -155,6 +160,44 @@ async def test_startup_timeout_kills_and_wait_ready_reports_output(make_config: 
         assert sup.last_exit == -signal.SIGTERM
         with pytest.raises(EngineStartError, match="fake engine run 1 starting"):
             await sup.wait_ready(0.1)
+
+
+async def test_failed_start_logs_the_tail_of_the_engine_log_and_its_path(
+    make_config: MakeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="menshen.engine")
+    cfg = make_config({"FAKE_FAIL_RUNS": "9", "FAKE_ECHO_KEY": "1"}, max_failed_starts=2)
+    sup = EngineSupervisor(cfg)
+    await sup.start()
+    with pytest.raises(EngineStartError, match="failed to start 2 time"):
+        await sup.wait_ready(20)
+    assert sup.reason == f"engine exited with code 3 before it was ready; see {sup.log_path}"
+    await sup.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    # The tail once, with the first failure; then the decision to give up, naming the file.
+    assert len(errors) == 2, errors
+    first, gave_up = errors
+    assert first.startswith("engine exited with code 3 before it was ready; last lines of ")
+    assert str(sup.log_path) in first
+    assert "  ERROR 01-01 00:00:00 [fake] run 1 failing on purpose" in first.splitlines()
+    assert "[fake] api key [internal key]" in first
+    assert sup.api_key not in first
+    assert str(sup.log_path) in gave_up
+    # Both runs are in the file; a new start of the supervisor rotates it.
+    assert sup.log_path.read_text().count("failing on purpose") == 2
+    await sup.start()
+    await sup.stop()
+    assert sup.log_path.with_name(sup.log_path.name + ".1").read_text().count("failing on purpose") == 2
+
+
+async def test_an_engine_that_was_ready_once_is_always_restarted(
+    make_config: MakeConfig, state_dir: Path
+) -> None:
+    cfg = make_config({"FAKE_HEALTH_FAIL_AFTER": "0.3"}, health_failures=1, max_failed_starts=1)
+    async with EngineSupervisor(cfg) as sup:
+        await sup.wait_ready(10)
+        assert await wait_until(lambda: len(read_runs(state_dir)) >= 3, 20)
+        assert sup.restarts >= 2
 
 
 async def test_hung_engine_is_restarted_after_failed_health_checks(

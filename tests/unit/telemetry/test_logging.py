@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import io
+import json
 import logging
+import re
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.telemetry import Scrubber, configure_logging, get_logger, log_access, redact
+from tests.logcapture import saved_logging
 
 from .conftest import Captured
 
@@ -137,3 +141,77 @@ def test_level_filters(captured_logs: Captured) -> None:
     logging.getLogger("httpx").warning("kept")
     get_logger("menshen.test").info("shown")
     assert [r["event"] for r in captured_logs.records()] == ["kept", "shown"]
+
+
+class _Terminal(io.StringIO):
+    """A buffer that says it is a terminal, as stderr does when a person runs the command."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _log_sample() -> None:
+    get_logger("menshen.engine").info(
+        "engine ready", url="http://127.0.0.1:8001", authorization=f"Bearer {JWT}"
+    )
+    # uvicorn passes a coloured copy of its message as the `color_message` extra.
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s", "http://127.0.0.1:8080", extra={"color_message": "\x1b[1mUvicorn\x1b[0m"}
+    )
+    logging.getLogger("uvicorn.error").warning("leaked %s", CLIENT_SECRET)
+
+
+def _render(stream: io.StringIO, json_flag: bool | None) -> str:
+    with saved_logging():
+        configure_logging("INFO", json=json_flag, stream=stream, scrubber=Scrubber(literals=[CLIENT_SECRET]))
+        _log_sample()
+    return stream.getvalue()
+
+
+def test_terminal_gets_readable_coloured_lines() -> None:
+    text = _render(_Terminal(), None)
+    plain = _ANSI.sub("", text)
+    lines = plain.splitlines()
+    assert len(lines) == 3
+    assert _ANSI.search(text)  # colours on a terminal
+    assert not any(line.startswith("{") for line in lines)
+    assert re.match(r"\d\d:\d\d:\d\d \[info\s*\] \[menshen.engine\] engine ready\s", lines[0])
+    assert "url=http://127.0.0.1:8001" in lines[0]
+    assert "Uvicorn running on http://127.0.0.1:8080" in lines[1]
+    assert "color_message" not in plain
+    assert "[warning" in lines[2]
+    for secret in (JWT[:30], CLIENT_SECRET):
+        assert secret not in text
+    assert "[REDACTED LENGTH=" in lines[0]
+    assert "[REDACTED LENGTH=" in lines[2]
+
+
+def test_not_a_terminal_gets_json_lines_without_color_message() -> None:
+    text = _render(io.StringIO(), None)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["event"] for r in records][:2] == ["engine ready", "Uvicorn running on http://127.0.0.1:8080"]
+    assert len(records) == 3
+    assert all("color_message" not in r for r in records)
+    assert not _ANSI.search(text)
+    assert str(records[0]["authorization"]).startswith("[REDACTED")
+    assert CLIENT_SECRET not in text and JWT[:30] not in text
+
+
+def test_an_event_of_several_lines_ends_with_its_own_last_line() -> None:
+    stream = io.StringIO()
+    with saved_logging():
+        configure_logging("INFO", json=False, stream=stream)
+        get_logger("menshen.engine").error("engine failed; last lines:\n  one\n  two")
+    assert stream.getvalue().splitlines()[1:] == ["  one", "  two"]
+
+
+def test_explicit_choice_overrides_the_terminal_check() -> None:
+    forced_json = _render(_Terminal(), True)
+    assert json.loads(forced_json.splitlines()[0])["logger"] == "menshen.engine"
+    plain = _render(io.StringIO(), False)
+    assert not _ANSI.search(plain)  # readable, but no colours off a terminal
+    assert plain.splitlines()[0].split(" ", 1)[1].startswith("[info     ] [menshen.engine] engine ready")
+    assert CLIENT_SECRET not in plain
