@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The GPU node installs the CUDA build of vLLM; everything else the CPU build.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 
-.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean
+.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean deploy-check
 
 up: $(if $(HAS_GPU),install-gpu,install-cpu)
 	$(BIN)/gateway up $(ARGS)
@@ -13,7 +13,7 @@ up: $(if $(HAS_GPU),install-gpu,install-cpu)
 serve: install
 	$(BIN)/gateway serve $(ARGS)
 
-test: install-cpu redis lint typecheck
+test: deploy-check install-cpu redis lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: install redis lint typecheck
@@ -54,6 +54,19 @@ $(VENV)/.menshen-cpu: $(VENV)/.menshen-base
 
 $(VENV)/.menshen-gpu: $(VENV)/.menshen-base
 	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
+	touch $@
+
+# Kubernetes manifests: schemas (kubernetes-validate) and security checks (checkov), with tools pinned in
+# deploy/requirements-check.txt and kept in their own venv, apart from the gateway's dependencies.
+DEPLOY_VENV ?= .venv-deploy
+deploy-check: $(DEPLOY_VENV)/.menshen-deploy
+	$(DEPLOY_VENV)/bin/python deploy/check_manifests.py deploy/k8s
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d deploy/k8s
+
+$(DEPLOY_VENV)/.menshen-deploy: deploy/requirements-check.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -q -r deploy/requirements-check.txt
 	touch $@
 
 # Tests that need Redis use a real one at 127.0.0.1:6379; start it when it is not running.
