@@ -34,7 +34,7 @@ from gateway.policy.sections import LoopsSection
 
 _SKETCH = 48  # shingle hashes kept per unit: exact for short units, a bottom-k sample for long ones
 _MEMORY = 24  # recent units compared with a new one
-_LONG_UNIT = 400  # a line this long is cut at its next sentence end
+_LONG_UNIT = 200  # a line this long is cut at its next sentence end
 _MIN_REPEATED_SHARE = 0.6  # units since the chain began that must themselves repeat something
 _MIN_LETTER_SHARE = 0.5  # letters among non-space characters: data and code are not prose
 _MAX_CODE_SHARE = 0.04  # code punctuation among non-space characters
@@ -42,7 +42,7 @@ _MAX_CODE_SHARE = 0.04  # code punctuation among non-space characters
 _CUT = re.compile(r"\n|[。！？!?；]|[.;:](?=\s)")
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\d_\u3400-\u9fff\uf900-\ufaff]+")
 _LETTER = re.compile(r"[^\W\d_]")
-_CODE = re.compile(r"[(){}\[\]<>_;|\\#$@`]")
+_CODE = re.compile(r"[(){}\[\]<>_;|\\#$@`\"=]")
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,14 +57,30 @@ class SimilarHit:
 
 
 @dataclass(slots=True, frozen=True)
+class _Chain:
+    """Copies of one unit up to a remembered unit, each similar to the one before."""
+
+    copies: int
+    weakest: float  # lowest similarity between consecutive copies, 1.0 for a first copy
+    first: int  # start of the first copy
+    second: int  # start of the second copy, -1 for a first copy
+    period: int  # characters from the previous copy's start, 0 for a first copy
+
+    def then(self, prev: int, start: int, sim: float) -> _Chain:
+        second = self.second if self.second >= 0 else start
+        return _Chain(self.copies + 1, min(self.weakest, sim), self.first, second, start - prev)
+
+    def beats(self, other: _Chain) -> bool:
+        return (self.copies, self.weakest) > (other.copies, other.weakest)
+
+
+@dataclass(slots=True, frozen=True)
 class _Unit:
     start: int
     tokens: int
     sketch: array[int]  # sorted; 4 bytes a hash keeps the remembered units small
-    copies: int  # units in its chain up to this one
-    weakest: float  # lowest similarity along the chain, 1.0 for a first copy
-    first: int  # start of the chain's first copy
-    second: int  # start of its second copy, -1 for a first copy
+    loose: _Chain  # longest chain of copies at least ``similar_threshold`` alike
+    close: _Chain  # longest chain of copies at least ``similar_certain`` alike
 
 
 class SimilarUnits:
@@ -160,35 +176,33 @@ class SimilarUnits:
     # --- chains ----------------------------------------------------------------------------------
 
     def _remember(self, start: int, end: int, tokens: int, sketch: set[int]) -> SimilarHit | None:
-        best: _Unit | None = None
-        best_sim = self._threshold
+        """Join the longest chains among the recent similar units; a long enough chain is a loop."""
+        threshold, certain = self._threshold, self._certain
+        loose = close = _Chain(1, 1.0, start, -1, 0)
         oldest = start - self._max_unit - self._max_unit // 4  # a copy of a long unit, a bit longer
         size = len(sketch)
         for unit in reversed(self._units):
             if unit.start < oldest:
                 break
-            small, large = sorted((tokens, unit.tokens))
-            if small < best_sim * large:  # Jaccard is at most the size ratio
+            small, large = (tokens, unit.tokens) if tokens < unit.tokens else (unit.tokens, tokens)
+            if small < threshold * large:  # Jaccard is at most the size ratio
                 continue
             inter = len(sketch.intersection(unit.sketch))
             sim = inter / (size + len(unit.sketch) - inter)
-            if sim > best_sim or (sim == best_sim and best is None):
-                best, best_sim = unit, sim
-        packed = array("I", sorted(sketch))
-        if best is None:
-            new = _Unit(start, tokens, packed, 1, 1.0, start, -1)
-        else:
-            second = best.second if best.second >= 0 else start
-            weakest = min(best.weakest, best_sim)
-            new = _Unit(start, tokens, packed, best.copies + 1, weakest, best.first, second)
-        self._units.append(new)
-        if best is None:
-            return None
-        need = self._repeats - 1 if new.weakest >= self._certain else self._repeats
-        if new.copies < need or not self._mostly_repeated(new.second):
-            return None
-        period = start - best.start
-        return SimilarHit(period, new.copies, new.first, end, round(new.weakest, 3))
+            if sim < threshold:
+                continue
+            chain = unit.loose.then(unit.start, start, sim)
+            if chain.beats(loose):
+                loose = chain
+            if sim >= certain:
+                chain = unit.close.then(unit.start, start, sim)
+                if chain.beats(close):
+                    close = chain
+        self._units.append(_Unit(start, tokens, array("I", sorted(sketch)), loose, close))
+        for chain, need in ((close, self._repeats - 1), (loose, self._repeats)):
+            if chain.copies >= need and self._mostly_repeated(chain.second):
+                return SimilarHit(chain.period, chain.copies, chain.first, end, round(chain.weakest, 3))
+        return None
 
     def _mostly_repeated(self, since: int) -> bool:
         """Most units since the chain's second copy repeat an earlier unit: a loop, not a refrain."""
@@ -197,7 +211,7 @@ class SimilarUnits:
             if unit.start < since:
                 break
             total += 1
-            repeated += unit.copies > 1
+            repeated += unit.loose.copies > 1
         return repeated >= _MIN_REPEATED_SHARE * total
 
 

@@ -249,13 +249,13 @@ class LoopsSection(Strict):
     )
     similar_enabled: bool = Field(True, description="Detect paraphrased loops by unit similarity.")
     similar_threshold: float = Field(
-        0.5,
+        0.4,
         gt=0,
         le=1,
         description="Jaccard similarity of two units' bigram sketches that makes them copies.",
     )
     similar_certain: float = Field(
-        0.7,
+        0.65,
         gt=0,
         le=1,
         description="Chains of copies at least this similar are loops one copy earlier (at the third).",
