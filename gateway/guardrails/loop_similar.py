@@ -39,9 +39,8 @@ _MIN_REPEATED_SHARE = 0.6  # units since the chain began that must themselves re
 _MIN_LETTER_SHARE = 0.5  # letters among non-space characters: data and code are not prose
 _MAX_CODE_SHARE = 0.04  # code punctuation among non-space characters
 
-_CUT = re.compile(r"\n|[。！？!?；]|[.;:](?=\s)")
+_CUT = re.compile(r"\n|[。！？!?；]|(?<=[.;:])[ \t]")
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\d_\u3400-\u9fff\uf900-\ufaff]+")
-_LETTER = re.compile(r"[^\W\d_]")
 _CODE = re.compile(r"[(){}\[\]<>_;|\\#$@`\"=]")
 
 
@@ -120,17 +119,19 @@ class SimilarUnits:
         """See the next piece of the field; return a hit once, when a chain of copies is a loop."""
         if self.hit is not None or not piece:
             return None
-        old = len(self._cur)
-        cur = self._cur = self._cur + piece
-        # A "." ending the last piece is a sentence end only if this piece starts with a space.
-        pos = old - 1 if old and cur[old - 1] in ".;:" else old
+        cur = self._cur
+        pos = len(cur)
+        cur += piece
+        self._cur = cur
+        m = _CUT.search(cur, pos)  # the lookbehind sees a "." that ended the last piece
+        if m is None and len(cur) < self._max_unit:  # the common case: no break in a token
+            return None
         max_unit = self._max_unit
         while True:
-            m = _CUT.search(cur, pos)
             if m is not None and m.end() <= max_unit:
-                end = m.end()
-                pos = end
+                end = pos = m.end()
                 if not self._cuts(cur, m.group(), end):
+                    m = _CUT.search(cur, pos)
                     continue
             elif len(cur) >= max_unit:  # no break in a whole unit: cut at a fixed position
                 end = max_unit
@@ -140,7 +141,8 @@ class SimilarUnits:
             if hit is not None:
                 self.hit = hit
                 return hit
-            cur, pos = self._cur, 0
+            cur = self._cur
+            m = _CUT.search(cur)
 
     def finish(self) -> SimilarHit | None:
         """The field is complete: its open unit ends here."""
@@ -166,10 +168,10 @@ class SimilarUnits:
         start = self._start
         self._cur = cur[end:]
         self._start = start + end
-        if self._fence:
+        if self._fence or len(text) < self._min_tokens:  # a token has at least one character
             return None
         tokens = _TOKEN.findall(text.casefold())
-        if len(tokens) < self._min_tokens or not _is_prose(text):
+        if len(tokens) < self._min_tokens or not _is_prose(text, tokens):
             return None
         return self._remember(start, start + end, len(tokens), _sketch(tokens))
 
@@ -215,12 +217,10 @@ class SimilarUnits:
         return repeated >= _MIN_REPEATED_SHARE * total
 
 
-def _is_prose(text: str) -> bool:
+def _is_prose(text: str, tokens: list[str]) -> bool:
     """Mostly letters and little code punctuation: JSON, CSV, tables and code are never compared."""
     nonspace = len(text) - sum(map(text.count, " \n\t"))
-    if nonspace <= 0:
-        return False
-    letters = len(_LETTER.findall(text))
+    letters = len("".join(tokens))
     return letters >= _MIN_LETTER_SHARE * nonspace and len(_CODE.findall(text)) <= _MAX_CODE_SHARE * nonspace
 
 
