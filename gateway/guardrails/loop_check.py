@@ -2,7 +2,8 @@
 
 ``LoopCheck`` keeps one ``LoopDetector`` per field (content and reasoning). On a loop in enforce
 mode it releases the chunk's text up to where the loop became certain and stops the stream with
-``finish_reason: "length"`` and a ``menshen`` extension naming the cause. In shadow mode it records
+``finish_reason: "length"`` and a ``menshen`` extension naming the cause and the kind of loop
+(``exact``, ``near_dup`` or ``similar``). In shadow mode it records
 the decision once and relays everything.
 """
 
@@ -47,6 +48,7 @@ def loop_stop(section: LoopsSection, hit: LoopHit, where: str) -> Stop:
             "period": hit.period,
             "repeats": hit.repeats,
             "offset": hit.offset,
+            "kind": hit.kind,
         },
     )
 
@@ -72,6 +74,7 @@ def loop_decision(section: LoopsSection, hit: LoopHit, where: str) -> Decision:
             ("offset", hit.offset),
             ("kind", hit.kind),
             ("period_lines", hit.period_lines),
+            ("similarity", hit.similarity),
         ),
     )
 

@@ -12,6 +12,9 @@ Two detectors share one bounded tail of the text:
   letter hashes that mostly matches one unit back is a near-duplicate loop (the same paragraph with
   counters). Elements live in small ``array`` buffers, so the state stays bounded.
 
+A third detector, ``SimilarUnits`` (``loop_similar.py``), sees the same pieces and finds paraphrased
+units (a few words changed as well as numbers). The earliest hit of the three wins.
+
 The work per character is amortised constant and done by C string operations. Decisions depend on
 positions in the text, not on chunk boundaries, so splitting the same text differently gives the
 same verdict: the tail search runs at least every ``_PIECE`` characters.
@@ -25,9 +28,10 @@ from array import array
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.guardrails.loop_similar import SimilarHit, SimilarUnits
 from gateway.policy.sections import LoopsSection
 
-LoopKind = Literal["exact", "near_dup"]
+LoopKind = Literal["exact", "near_dup", "similar"]
 
 _PIECE = 64  # longest piece handled at once, so the tail search runs often enough
 _MAX_SEGMENT = 512  # a segment without a break is cut at this length (a fixed position in the text)
@@ -51,6 +55,7 @@ class LoopHit:
     start: int  # where the repeated span starts
     offset: int  # where the loop became certain: text before it is kept, the rest is cut
     period_lines: int = 0  # lines or sentences in one unit; 0 for a character-level loop
+    similarity: float = 1.0  # weakest similarity between copies; below 1 only for "similar" loops
 
 
 def _back_run(buf: str, n: int, p: int) -> int:
@@ -116,6 +121,7 @@ class LoopDetector:
         "_seen",
         "_seen_n",
         "_seg",
+        "_similar",
         "_unit0",
         "_xchars",
         "_xrun",
@@ -135,6 +141,7 @@ class LoopDetector:
         # The tail holds two units (to measure a period) and the current segment.
         self._keep = max(2 * self._max_p, _MAX_SEGMENT) + 2 * _PIECE
         self.hit: LoopHit | None = None
+        self._similar = SimilarUnits(cfg) if cfg.similar_enabled else None
         # Character level.
         self._buf = ""
         self._base = 0  # offset of _buf[0] in the field's text
@@ -163,9 +170,10 @@ class LoopDetector:
         return self._base + len(self._buf)
 
     def footprint(self) -> int:
-        """Bytes held by the growing parts of the state (tail text and element arrays)."""
+        """Bytes held by the growing parts of the state (tail text, element arrays, unit sketches)."""
         arrays = (self._hn, self._hx, self._en)
-        return sys.getsizeof(self._buf) + sum(sys.getsizeof(a) for a in arrays)
+        similar = self._similar.footprint() if self._similar is not None else 0
+        return sys.getsizeof(self._buf) + sum(sys.getsizeof(a) for a in arrays) + similar
 
     def feed(self, text: str) -> LoopHit | None:
         """See the next text of the field; return a hit once, when a loop becomes certain."""
@@ -182,10 +190,13 @@ class LoopDetector:
     def finish(self) -> LoopHit | None:
         """The field is complete: its last segment ends here."""
         end = self.consumed
-        if self.hit is not None or end <= self._seg:
+        if self.hit is not None:
             return None
-        self.hit = self._segment(self._buf, end)
-        return self.hit
+        hit = self._segment(self._buf, end) if end > self._seg else None
+        if self._similar is not None:
+            hit = _earliest(hit, self._similar.finish())
+        self.hit = hit
+        return hit
 
     # --- one piece -------------------------------------------------------------------------------
 
@@ -196,8 +207,9 @@ class LoopDetector:
         hit = self._chars(buf, n0, n)
         if _BREAK.search(piece) is not None or self._base + n - self._seg > _MAX_SEGMENT:
             line_hit = self._lines(buf, n0)
-            if line_hit is not None and (hit is None or line_hit.offset < hit.offset):
-                hit = line_hit
+            hit = _earliest(hit, line_hit)
+        if self._similar is not None:
+            hit = _earliest(hit, self._similar.feed(piece))
         if n > self._keep + 4 * _PIECE:
             cut = n - self._keep
             buf = buf[cut:]
@@ -350,6 +362,15 @@ class LoopDetector:
             if unit >= self._nd_unit:
                 return LoopHit("near_dup", unit, matched_n // q + 1, end - self._seen - self._unit0, end, q)
         return None
+
+
+def _earliest(hit: LoopHit | None, other: LoopHit | SimilarHit | None) -> LoopHit | None:
+    """The hit that became certain first (the existing one on a tie)."""
+    if other is None or (hit is not None and hit.offset <= other.offset):
+        return hit
+    if isinstance(other, LoopHit):
+        return other
+    return LoopHit("similar", other.period, other.repeats, other.start, other.offset, 0, other.similarity)
 
 
 def _latest(values: array[int], value: int, size: int, max_back: int) -> int:

@@ -79,6 +79,12 @@ class LoopOverride(Strict):
     near_dup_min_repeats: int | None = Field(None, ge=2)
     near_dup_min_unit_chars: int | None = Field(None, ge=1)
     near_dup_min_letter_share: float | None = Field(None, ge=0, le=1)
+    similar_enabled: bool | None = None
+    similar_threshold: float | None = Field(None, gt=0, le=1)
+    similar_certain: float | None = Field(None, gt=0, le=1)
+    similar_min_repeats: int | None = Field(None, ge=3)
+    similar_min_unit_tokens: int | None = Field(None, ge=2)
+    similar_max_unit_chars: int | None = Field(None, ge=100, le=8192)
 
 
 class ClientPolicy(Strict):
@@ -207,6 +213,9 @@ class LoopsSection(Strict):
     units are found line by line (a block of up to ``max_period_lines`` lines or sentences).
     Near-duplicate loops: the same lines or sentences recurring with only digits, punctuation or case
     changed (counters), over at least ``near_dup_min_repeats`` units.
+    Similar loops (``gateway/guardrails/loop_similar.py``): paragraphs or sentences of up to
+    ``similar_max_unit_chars`` recurring paraphrased (a few words and numbers changed), compared by
+    the Jaccard similarity of their word (English) or character (Chinese) bigrams.
     """
 
     enabled: bool = True
@@ -238,7 +247,33 @@ class LoopsSection(Strict):
     near_dup_min_letter_share: float = Field(
         0.6, ge=0, le=1, description="Letters among non-space characters: keeps data (JSON, CSV) out."
     )
+    similar_enabled: bool = Field(True, description="Detect paraphrased loops by unit similarity.")
+    similar_threshold: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="Jaccard similarity of two units' bigram sketches that makes them copies.",
+    )
+    similar_certain: float = Field(
+        0.65,
+        gt=0,
+        le=1,
+        description="Chains of copies at least this similar are loops one copy earlier (at the third).",
+    )
+    similar_min_repeats: int = Field(4, ge=3, description="Similar copies of a unit that make a loop.")
+    similar_min_unit_tokens: int = Field(
+        20, ge=2, description="Words or CJK characters a unit needs to be compared (shorter: list items)."
+    )
+    similar_max_unit_chars: int = Field(
+        2000, ge=100, le=8192, description="Longest unit; text without a break is cut at this length."
+    )
     engine_backstop: EngineRepetitionDetection | None = None
+
+    @model_validator(mode="after")
+    def _similarity_ordered(self) -> LoopsSection:
+        if self.similar_certain < self.similar_threshold:
+            raise ValueError("similar_certain must not be below similar_threshold")
+        return self
 
 
 # --- generation.yaml ---------------------------------------------------------------------------

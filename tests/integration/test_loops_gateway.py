@@ -27,7 +27,7 @@ MODEL = "qwen3-8b"
 CORPUS = Path(__file__).resolve().parent.parent / "unit" / "guardrails" / "loop_corpus"
 SENTENCE = "The model keeps repeating the very same sentence here. "
 HA = "哈"
-LOOP_KEYS = {"stopped", "rule", "where", "period", "repeats", "offset"}
+LOOP_KEYS = {"stopped", "rule", "where", "period", "repeats", "offset", "kind"}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -147,7 +147,8 @@ def test_near_duplicate_thinking_loop_is_cut_in_reasoning(
     assert ext["stopped"] == "repetition_loop"
     assert ext["where"] == "reasoning"
     assert reasoning == thinking[: ext["offset"]]
-    assert ext["offset"] > third, "never cut before the third near-copy ends"
+    assert ext["kind"] == "similar"
+    assert ext["offset"] >= len(thinking[:third].rstrip()), "never cut before the third near-copy ends"
     assert content == "", "the answer after a looping thought is not reached"
     wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
 
@@ -340,3 +341,50 @@ def test_greedy_allowed_unless_policy_refuses(
         sent = _sent_after(fake_engine, strict, messages, temperature=0.5, extra_body=plain)
     assert sent["temperature"] == 0.5
     assert sent["presence_penalty"] == 1.5
+
+
+# --- the paraphrased-loop corpus through the gateway ----------------------------------------------------
+
+_MANIFEST: dict[str, dict[str, Any]] = json.loads((CORPUS / "loops.json").read_text(encoding="utf-8"))
+_SIMILAR = sorted(n for n in _MANIFEST if "caught_by" in _MANIFEST[n])
+_CLEAN = sorted(p.name for p in CORPUS.glob("legit_*"))
+
+
+@pytest.mark.parametrize("name", _SIMILAR)
+def test_paraphrased_loop_corpus_is_cut(fake_engine: FakeEngine, client: openai.OpenAI, name: str) -> None:
+    case = _MANIFEST[name]
+    text = _corpus(name)
+    field = case["field"]
+    script = (
+        _script(reasoning=text, seed=3, rate=2000)
+        if field == "reasoning"
+        else _script(text, seed=3, rate=2000)
+    )
+    content, reasoning, final = _stream(client, _prompt(fake_engine, "sim", script))
+    ext = _ext(final)
+    assert final.choices[0].finish_reason == "length"
+    assert ext["stopped"] == "repetition_loop"
+    assert ext["kind"] == "similar"
+    assert ext["where"] == ("reasoning" if field == "reasoning" else "output")
+    released = reasoning if field == "reasoning" else content
+    assert released == text[: ext["offset"]]
+    ends = case["ends"]
+    assert ends[1] < ext["offset"] <= ends[case["caught_by"] - 1] + 2
+    wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
+
+
+@pytest.mark.parametrize("name", _CLEAN)
+@pytest.mark.parametrize("field", ["content", "reasoning"])
+def test_clean_corpus_arrives_whole(
+    fake_engine: FakeEngine, client: openai.OpenAI, name: str, field: str
+) -> None:
+    text = _corpus(name)
+    script = (
+        _script(reasoning=text, seed=5, rate=4000)
+        if field == "reasoning"
+        else _script(text, seed=5, rate=4000)
+    )
+    content, reasoning, final = _stream(client, _prompt(fake_engine, "clean", script))
+    assert (reasoning if field == "reasoning" else content) == text
+    assert final.choices[0].finish_reason == "stop"
+    assert _ext(final) is None

@@ -1,6 +1,6 @@
 """Loop detector benchmark: cost per chunk, its flatness over output length, memory per stream.
 
-Run: .venv/bin/python tests/perf/bench_loops.py
+Run: PYTHONPATH=. .venv/bin/python tests/perf/bench_loops.py
 Chunks are 1-16 characters (1-4 tokens) of mixed English and Chinese prose that never loops, so the
 detector does its full work on every chunk (tail search, sentence hashing) without stopping.
 """
@@ -128,5 +128,57 @@ def main() -> None:
         )
 
 
+def language_chunks(n_chars: int, zh: bool, seed: int = 11) -> list[str]:
+    """Engine-sized chunks (a token or two) of loop-free prose in one language, lines of 1-3 sentences."""
+    rng = random.Random(seed)
+    chunks: list[str] = []
+    total = serial = 0
+    while total < n_chars:
+        chunk = "".join(rng.choices(ZH, k=rng.randint(1, 2))) if zh else rng.choice(EN) + " "
+        if rng.random() < 0.06:
+            serial += 1
+            chunk += f"{serial}" + rng.choice(["。", "，", "。\n\n"] if zh else [". ", ", ", ".\n\n"])
+        chunks.append(chunk)
+        total += len(chunk)
+    return chunks
+
+
+def cpu_per_chunk(chunks: list[str], cfg: LoopsSection, start: int, count: int) -> float:
+    """Mean CPU microseconds per chunk for chunks[start:start+count], after feeding the ones before."""
+    best = float("inf")
+    for _ in range(3):
+        det = LoopDetector(cfg)
+        for chunk in chunks[:start]:
+            det.feed(chunk)
+        c0 = time.process_time()
+        for chunk in chunks[start : start + count]:
+            det.feed(chunk)
+        best = min(best, (time.process_time() - c0) / count * 1e6)
+    return best
+
+
+def by_language() -> None:
+    """CPU per chunk at 1K, 10K and 100K characters of output, Chinese and English, with and
+    without the similarity rule (loop-free text: every rule does its full work, nothing is cut)."""
+    print("mean CPU per chunk around each mark (5,000 chunks from the mark; best of 3):")
+    for zh in (False, True):
+        chunks = language_chunks(160_000, zh)
+        offsets = [0]
+        for c in chunks:
+            offsets.append(offsets[-1] + len(c))
+        median = statistics.median(len(c) for c in chunks)
+        for label, cfg in (
+            ("all rules", LoopsSection()),
+            ("no similarity", LoopsSection(similar_enabled=False)),
+        ):
+            figures = []
+            for mark in (1_000, 10_000, 100_000):
+                i = next(k for k, off in enumerate(offsets) if off >= mark)
+                figures.append(f"{mark // 1000}K {cpu_per_chunk(chunks, cfg, i, 5_000):.2f} us")
+            lang = "zh" if zh else "en"
+            print(f"  {lang} ({median:.0f} chars/chunk), {label:>13}: " + ", ".join(figures))
+
+
 if __name__ == "__main__":
     main()
+    by_language()

@@ -66,6 +66,7 @@ def test_enforce_cuts_where_the_loop_became_certain(where: DeltaField) -> None:
         "period": hit.period,
         "repeats": hit.repeats,
         "offset": hit.offset,
+        "kind": hit.kind,
     }
     decisions = [d for r in results for d in r.decisions or []]
     assert len(decisions) == 1
@@ -81,7 +82,7 @@ def test_enforce_cuts_where_the_loop_became_certain(where: DeltaField) -> None:
     assert dict(d.detail)["period"] == hit.period
     assert dict(d.detail)["repeats"] == hit.repeats
     assert d.matched == ""  # never the text
-    assert all(not isinstance(v, str) or v in ("exact", "near_dup") for _, v in d.detail)
+    assert all(not isinstance(v, str) or v in ("exact", "near_dup", "similar") for _, v in d.detail)
 
 
 def test_clean_text_passes_untouched() -> None:
