@@ -1,7 +1,8 @@
-"""``create_app(settings)``: builds every collaborator, wires routes, plugins and error handlers.
+"""``create_app(settings)``: the Litestar app over the collaborators ``state.build_state`` makes.
 
-Nothing happens at import time. Background work (policy watcher, lease heartbeat, engine supervision)
-starts in the app's lifespan and stops with it.
+It wires routes, error handlers, the access log and the server span, and the lifespan: background work
+(policy watcher, gauges, the metrics port) starts with the app and stops with it. Nothing happens at import
+time.
 """
 
 from __future__ import annotations
@@ -11,35 +12,23 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import httpx
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.plugins import PluginProtocol
 
-from engine.client import EngineClient, EngineClientConfig
-from gateway.auth import Authenticator, BuiltinIssuer
 from gateway.errors import GatewayError, error_json
-from gateway.policy.store import PolicyStore
 from gateway.policy.watcher import install_sighup, watch
-from gateway.ratelimit import RateLimiter
-from gateway.relay.service import RelayService
 from gateway.routes.completions import CompletionsController
 from gateway.routes.health import healthz, readyz
 from gateway.routes.metrics import metrics_route
 from gateway.routes.models import list_models
 from gateway.routes.oauth import oauth_router
 from gateway.settings import Settings, read_secret_file
-from gateway.state import GatewayState
+from gateway.state import AppParts, GatewayState, build_state
 from gateway.telemetry.access import AccessLogMiddleware
-from gateway.telemetry.audit import AuditLog, load_or_create_key
-from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.recorder import Recorder
-from gateway.telemetry.spans import Telemetry
-from gateway.telemetry.tracing import setup_tracing
+from gateway.telemetry.server_span import server_span_middleware
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -58,81 +47,10 @@ _STATUS_TYPES = {
 }
 
 
-@dataclass(slots=True)
-class AppParts:
-    """Optional parts supplied by the caller (``gateway up``, tests) instead of built from settings."""
-
-    telemetry: Telemetry | None = None
-    supervisor: Any = None
-    engine_api_key: str | None = None
-    extra_plugins: list[PluginProtocol] = field(default_factory=list)
-
-
-def build_state(settings: Settings, parts: AppParts) -> tuple[GatewayState, Telemetry, BuiltinIssuer | None]:
-    """Every collaborator, validated; raises on an invalid policy bundle or auth configuration."""
-    telemetry = parts.telemetry or Telemetry(setup_tracing(set_global=False))
-    metrics = Metrics()
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    audit = AuditLog(
-        settings.audit_path,
-        load_or_create_key(settings.audit_key_path),
-        max_bytes=settings.telemetry.audit_max_bytes,
-        on_failure=lambda _exc: metrics.audit_failure(),
-    )
-
-    def on_reload(ok: bool, version: str, errors: object) -> None:
-        metrics.policy_reload(ok=ok, version=version[:12])
-        audit.record("policy_reload", result="success" if ok else "failure", policy_version=version[:12])
-
-    policy = PolicyStore.open(settings.policies, hooks=[on_reload])
-    metrics.policy_reload(ok=True, version=policy.current.short_version)
-    metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
-
-    cfg = settings.auth
-    http = httpx.AsyncClient(timeout=cfg.fetch_timeout_s, trust_env=False, follow_redirects=False)
-    authenticator = Authenticator.from_config(cfg, http)
-    issuer = (
-        BuiltinIssuer(cfg, clients_policy=lambda: policy.current.bundle.clients)
-        if "builtin" in cfg.modes
-        else None
-    )
-
-    limiter = RateLimiter(settings.ratelimit)
-    engine_settings = settings.engine
-    engine = EngineClient(
-        EngineClientConfig(
-            base_url=engine_settings.upstream,
-            api_key=parts.engine_api_key or read_secret_file(engine_settings.upstream_api_key_file),
-            connect_timeout_s=engine_settings.connect_timeout,
-            first_token_timeout_s=engine_settings.first_token_timeout,
-            idle_timeout_s=engine_settings.idle_timeout,
-        ),
-    )
-    state = GatewayState(
-        settings=settings,
-        engine=engine,
-        policy=policy,
-        authenticator=authenticator,
-        limiter=limiter,
-        recorder=Recorder(metrics, audit),
-        supervisor=parts.supervisor,
-        http=http,
-    )
-    if audit is not None:
-        state.extra_ready_checks.append(lambda: _audit_problem(state, audit))
-    return state, telemetry, issuer
-
-
-def _audit_problem(state: GatewayState, audit: AuditLog) -> str | None:
-    if audit.healthy or state.policy.current.bundle.audit.on_failure != "block":
-        return None
-    return "audit sink failing and the policy blocks traffic until it recovers"
-
-
 def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     parts = parts or AppParts()
-    state, telemetry, issuer = build_state(settings, parts)
-    relay = RelayService(state)
+    state = build_state(settings, parts)
+    telemetry, issuer, relay = state.telemetry, state.issuer, state.relay
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -166,8 +84,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.engine.aclose()
             await state.limiter.aclose()
-            if state.http is not None:
-                await state.http.aclose()
+            await state.http.aclose()
             state.recorder.close()
             if parts.telemetry is None:
                 telemetry.shutdown()
@@ -179,7 +96,6 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         )
     if issuer is not None:
         route_handlers.append(oauth_router(issuer))
-    plugins: list[PluginProtocol] = list(parts.extra_plugins)
     app = Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -188,7 +104,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         },
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=[lifespan],
-        plugins=plugins,
+        plugins=list(parts.extra_plugins),
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=None,
         # The gateway configures logging itself (JSON with the scrubber); Litestar's default would replace it.
@@ -198,7 +114,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     # Around everything Litestar answers (unknown paths and methods included), so no request goes unlogged
     # or untraced; the server span inside the access log, which reads its trace id.
     handler: Any = app.asgi_handler
-    server_span = telemetry.asgi_middleware()
+    server_span = server_span_middleware(telemetry)
     if server_span is not None:
         handler = server_span(handler)
     app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(handler))

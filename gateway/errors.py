@@ -68,10 +68,10 @@ class InvalidRequest(GatewayError):
 class ContentFiltered(InvalidRequest):
     code = "content_filter"
 
-    def __init__(self, rule: str, category: str) -> None:
+    def __init__(self, rule: str, category: str, *, param: str = "messages") -> None:
         super().__init__(
             f"The request was blocked by content policy rule '{rule}' (category '{category}').",
-            param="messages",
+            param=param,
         )
         self.rule = rule
         self.category = category

@@ -1,218 +1,156 @@
-"""The gateway's collaborators, built once by the app factory and handed to routes by dependency injection.
+"""The gateway's collaborators, built once from the settings and handed to routes by dependency injection.
 
-``GatewayState.admit`` runs the steps every completion request shares before the engine is called:
-authenticate, decode, authorise the model, reserve limits. It returns a ``RequestContext`` that owns the
-reservation until ``settle`` is called.
+``build_state`` only builds and validates: the policy store (with the guardrails compiler passed in), the
+audit trail and metrics, authentication and the built-in issuer, the rate limiter, the engine client, and the
+request flow (``relay/``) over them. Nothing here runs per request.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import httpx
-import msgspec
-from litestar import Request
+from litestar.plugins import PluginProtocol
 
-from engine.client import EngineClient
-from gateway.auth import Authenticator, AuthError, Forbidden, Grant, Principal, authorize
-from gateway.errors import (
-    BodyTooLarge,
-    GatewayError,
-    PermissionDenied,
-    RateLimitExceeded,
-    ServiceUnavailable,
-    Unauthenticated,
-)
-from gateway.guardrails import CompiledGuardrails, loop_check_for, repetition_detection_params
-from gateway.guardrails.loop_check import engine_repetition_stop
-from gateway.guardrails.pipeline import Decision, Stop, StreamCheck
-from gateway.policy.sections import Endpoint, TierLimits
-from gateway.policy.store import PolicySnapshot, PolicyStore
-from gateway.protocol import AnyRequest, decode_request
-from gateway.ratelimit import Admission, LimiterUnavailable, RateLimited, RateLimiter
-from gateway.relay.errors import decode_error
-from gateway.relay.record import RequestRecord
-from gateway.relay.upstream import UpstreamCall, build_upstream_call
-from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH, phase
-
-if TYPE_CHECKING:
-    from engine.supervisor import EngineSupervisor
-    from gateway.settings import Settings
-    from gateway.telemetry.recorder import Recorder
+from engine.client import EngineClient, EngineClientConfig
+from gateway.auth import Authenticator, BuiltinIssuer
+from gateway.guardrails import Normalizer, compile_guardrails
+from gateway.policy.store import PolicyStore
+from gateway.ratelimit import RateLimiter
+from gateway.relay.admission import Admitter
+from gateway.relay.service import RelayService
+from gateway.settings import Settings, read_secret_file
+from gateway.telemetry.audit import AuditLog, load_or_create_key
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.recorder import Recorder
+from gateway.telemetry.spans import Telemetry
+from gateway.telemetry.tracing import setup_tracing
 
 
 @dataclass(slots=True)
-class RequestContext:
-    principal: Principal
-    grant: Grant
-    snapshot: PolicySnapshot
-    request: AnyRequest
-    call: UpstreamCall
-    admission: Admission
-    repetition: dict[str, int] | None
-    headers: dict[str, str] = field(default_factory=dict)
+class AppParts:
+    """Optional parts supplied by the caller (``gateway up``, tests) instead of built from settings."""
 
-    @property
-    def client_id(self) -> str:
-        return self.principal.client_id
-
-    @property
-    def guardrails(self) -> CompiledGuardrails:
-        return cast(CompiledGuardrails, self.snapshot.guardrails)
-
-    def stream_checks(self) -> list[StreamCheck]:
-        checks: list[StreamCheck] = [self.guardrails.stream_check(self.client_id)]
-        loop = loop_check_for(self.snapshot.bundle, self.client_id)
-        if loop is not None:
-            checks.append(loop)
-        return checks
-
-    def engine_repetition(self) -> tuple[Stop, Decision] | None:
-        """How vLLM's ``repetition`` finish is reported, when the policy sends the engine backstop."""
-        if self.repetition is None:
-            return None
-        loops = self.snapshot.bundle.loops
-        decision = Decision(
-            loops.rule_id, "loop", "block", "enforce", "output", 0, 0, detail=(("source", "engine"),)
-        )
-        return engine_repetition_stop(loops), decision
-
-    async def settle(self, used_tokens: int) -> None:
-        await self.admission.settle(used_tokens)
+    telemetry: Telemetry | None = None
+    supervisor: Any = None
+    engine_api_key: str | None = None
+    extra_plugins: list[PluginProtocol] = field(default_factory=list)
 
 
 class GatewayState:
     """Plain class, not a dataclass: Litestar would otherwise re-validate it on every injection."""
 
     __slots__ = (
+        "admitter",
+        "audit",
         "authenticator",
         "engine",
         "extra_ready_checks",
         "http",
+        "issuer",
         "limiter",
         "policy",
         "recorder",
+        "relay",
         "settings",
         "supervisor",
+        "telemetry",
     )
 
     def __init__(
         self,
         *,
         settings: Settings,
+        telemetry: Telemetry,
         engine: EngineClient,
         policy: PolicyStore,
         authenticator: Authenticator,
+        issuer: BuiltinIssuer | None,
         limiter: RateLimiter,
         recorder: Recorder,
-        http: httpx.AsyncClient | None = None,
-        supervisor: EngineSupervisor | None = None,
+        audit: AuditLog,
+        http: httpx.AsyncClient,
+        supervisor: Any = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.engine = engine
         self.policy = policy
         self.authenticator = authenticator
+        self.issuer = issuer
         self.limiter = limiter
         self.recorder = recorder
+        self.audit = audit
         self.http = http
         self.supervisor = supervisor
-        self.extra_ready_checks: list[Callable[[], str | None]] = []
-
-    async def authenticate(self, request: Request[Any, Any, Any], record: RequestRecord) -> Principal:
-        with phase(SPAN_AUTH):
-            try:
-                principal = await self.authenticator.authenticate(request.headers.get("authorization"))
-            except AuthError as exc:
-                record.auth_failure = exc.reason
-                if exc.status == 503:
-                    raise ServiceUnavailable(exc.description, code="auth_unavailable") from None
-                raise Unauthenticated(
-                    exc.description, headers={"www-authenticate": exc.www_authenticate}
-                ) from None
-        record.client_id = principal.client_id
-        return principal
-
-    def authorise(
-        self, principal: Principal, snapshot: PolicySnapshot, model: str | None, endpoint: Endpoint
-    ) -> Grant:
-        try:
-            return authorize(principal, snapshot.bundle.clients, model, endpoint)
-        except Forbidden as exc:
-            raise PermissionDenied(
-                exc.description, headers={"www-authenticate": exc.www_authenticate}
-            ) from None
-
-    async def admit(
-        self,
-        request: Request[Any, Any, Any],
-        record: RequestRecord,
-        endpoint: Endpoint,
-        kind: type[AnyRequest],
-    ) -> RequestContext:
-        principal = await self.authenticate(request, record)
-        snapshot = self.policy.current
-        record.policy_version = snapshot.short_version
-        body = await _read_body(request, self.settings.server.max_body_bytes)
-        try:
-            parsed = decode_request(body, kind)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise decode_error(exc) from None
-        record.model = parsed.model
-        record.stream = parsed.stream
-        grant = self.authorise(principal, snapshot, parsed.model, endpoint)
-        bundle = snapshot.bundle
-        repetition = repetition_detection_params(bundle.loops)
-        call = build_upstream_call(parsed, bundle.generation, bundle.loops, repetition)
-        record.max_tokens = call.max_tokens
-        record.temperature = call.temperature
-        limits = effective_limits(snapshot, grant)
-        with phase(SPAN_ADMISSION) as span:
-            span.set_attribute("menshen.reserve_tokens", call.prompt_estimate + call.max_tokens)
-            try:
-                admission = await self.limiter.admit(
-                    principal.client_id,
-                    limits,
-                    call.prompt_estimate + call.max_tokens,
-                    bundle.limits.on_redis_error,
-                )
-            except RateLimited as exc:
-                record.limit_hit = exc.limit
-                raise RateLimitExceeded(
-                    exc.message,
-                    param=exc.limit,
-                    headers={**exc.headers, "retry-after": str(exc.retry_after_s)},
-                ) from None
-            except LimiterUnavailable as exc:
-                raise ServiceUnavailable(exc.message, code="ratelimit_unavailable") from None
-        return RequestContext(
-            principal, grant, snapshot, parsed, call, admission, repetition, headers=dict(admission.headers)
+        self.admitter = Admitter(
+            authenticator=authenticator,
+            policy=policy,
+            limiter=limiter,
+            max_body_bytes=settings.server.max_body_bytes,
         )
+        self.relay = RelayService(self.admitter, engine, recorder)
+        self.extra_ready_checks: list[Callable[[], str | None]] = [self._audit_problem]
+
+    def _audit_problem(self) -> str | None:
+        if self.audit.healthy or self.policy.current.bundle.audit.on_failure != "block":
+            return None
+        return "audit sink failing and the policy blocks traffic until it recovers"
 
 
-def effective_limits(snapshot: PolicySnapshot, grant: Grant) -> TierLimits:
-    """The tier's limits with the client's own overrides on top."""
-    tier = snapshot.bundle.limits.tiers.get(grant.tier, TierLimits())
-    client = grant.policy
-    if client is None or client.limits is None:
-        return tier
-    override = client.limits.model_dump(exclude_none=True)
-    return tier.model_copy(update=override)
+def build_state(settings: Settings, parts: AppParts) -> GatewayState:
+    """Every collaborator, validated; raises on an invalid policy bundle."""
+    telemetry = parts.telemetry or Telemetry(setup_tracing(set_global=False))
+    metrics = Metrics()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit = AuditLog(
+        settings.audit_path,
+        load_or_create_key(settings.audit_key_path),
+        max_bytes=settings.telemetry.audit_max_bytes,
+        on_failure=lambda _exc: metrics.audit_failure(),
+    )
+
+    def on_reload(ok: bool, version: str, errors: object) -> None:
+        metrics.policy_reload(ok=ok, version=version[:12])
+        audit.record("policy_reload", result="success" if ok else "failure", policy_version=version[:12])
+
+    compiler = functools.partial(compile_guardrails, normalizer=Normalizer())
+    policy = PolicyStore.open(settings.policies, compiler=compiler, hooks=[on_reload])
+    metrics.policy_reload(ok=True, version=policy.current.short_version)
+    metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
+
+    auth = settings.auth
+    http = httpx.AsyncClient(timeout=auth.fetch_timeout_s, trust_env=False, follow_redirects=False)
+    issuer = (
+        BuiltinIssuer(auth, clients_policy=lambda: policy.current.bundle.clients)
+        if "builtin" in auth.modes
+        else None
+    )
+    engine = settings.engine
+    return GatewayState(
+        settings=settings,
+        telemetry=telemetry,
+        engine=EngineClient(
+            EngineClientConfig(
+                base_url=engine.upstream,
+                api_key=parts.engine_api_key or read_secret_file(engine.upstream_api_key_file),
+                connect_timeout_s=engine.connect_timeout,
+                first_token_timeout_s=engine.first_token_timeout,
+                idle_timeout_s=engine.idle_timeout,
+            ),
+        ),
+        policy=policy,
+        authenticator=Authenticator.from_config(auth, http),
+        issuer=issuer,
+        limiter=RateLimiter(settings.ratelimit),
+        recorder=Recorder(metrics, audit),
+        audit=audit,
+        http=http,
+        supervisor=parts.supervisor,
+    )
 
 
-async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-__all__ = ["GatewayError", "GatewayState", "RequestContext", "effective_limits"]
+__all__ = ["AppParts", "GatewayState", "build_state"]

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from gateway.auth.errors import Forbidden
 from gateway.auth.principal import Principal
-from gateway.policy.sections import ALL_ENDPOINTS, ClientPolicy, ClientsSection, Endpoint
+from gateway.policy.sections import ALL_ENDPOINTS, ClientPolicy, ClientsSection, EndpointName
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Grant:
 
     tier: str
     models: tuple[str, ...]
-    endpoints: frozenset[Endpoint]
+    endpoints: frozenset[EndpointName]
     policy: ClientPolicy | None
 
     def allows_model(self, model: str) -> bool:
@@ -40,7 +40,7 @@ def grant_for(principal: Principal, clients: ClientsSection) -> Grant:
             raise Forbidden("Anonymous access needs an 'anonymous' client or a default tier in the policy.")
         return Grant(clients.default_tier, ("*",), frozenset(ALL_ENDPOINTS), None)
     models: list[str] = []
-    endpoints: set[Endpoint] = set()
+    endpoints: set[EndpointName] = set()
     tier: str | None = None
     for name in sorted(principal.scopes & clients.scopes.keys()):
         scope_grant = clients.scopes[name]
@@ -54,7 +54,9 @@ def grant_for(principal: Principal, clients: ClientsSection) -> Grant:
     return Grant(tier, tuple(models), frozenset(endpoints), None)
 
 
-def authorize(principal: Principal, clients: ClientsSection, model: str | None, endpoint: Endpoint) -> Grant:
+def authorize(
+    principal: Principal, clients: ClientsSection, model: str | None, endpoint: EndpointName
+) -> Grant:
     """The Grant for this call, or Forbidden (403 insufficient_scope) naming what is not allowed."""
     grant = grant_for(principal, clients)
     if endpoint not in grant.endpoints:

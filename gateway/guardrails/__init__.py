@@ -16,7 +16,7 @@ from gateway.guardrails.loop_check import (
     repetition_detection_params,
 )
 from gateway.guardrails.loops import LoopDetector, LoopHit, find_loop
-from gateway.guardrails.normalize import Normalized, Normalizer, default_normalizer
+from gateway.guardrails.normalize import Normalized, Normalizer
 from gateway.guardrails.pipeline import (
     CheckResult,
     Decision,
@@ -28,7 +28,7 @@ from gateway.guardrails.pipeline import (
 )
 from gateway.guardrails.scanner import FieldScanner, GuardrailStream, mask_spans
 from gateway.guardrails.validators import cn_resident_id, luhn
-from gateway.guardrails.verdict import Hit, Verdict, VerdictAction, strongest
+from gateway.guardrails.verdict import Verdict, VerdictAction, strongest
 
 __all__ = [
     "CheckResult",
@@ -38,7 +38,6 @@ __all__ = [
     "FieldScanner",
     "GuardrailStream",
     "GuardrailsCompileError",
-    "Hit",
     "LoopCheck",
     "LoopDetector",
     "LoopHit",
@@ -54,7 +53,6 @@ __all__ = [
     "VerdictAction",
     "cn_resident_id",
     "compile_guardrails",
-    "default_normalizer",
     "effective_loops",
     "find_loop",
     "loop_check_for",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.guardrails.normalize import Normalizer, default_normalizer
+from gateway.guardrails.normalize import Normalizer
 from gateway.guardrails.patterns import CompiledPattern, compile_pattern, scan_text
 from gateway.guardrails.pipeline import Decision
 from gateway.guardrails.scanner import GuardrailStream, mask_spans
-from gateway.guardrails.verdict import Hit, Verdict, strongest
+from gateway.guardrails.verdict import Verdict, strongest
 from gateway.guardrails.words import WordMatcher, words_of
 from gateway.policy.sections import ALL_WHERE, PatternRule, PolicyBundle, Where, WordRule
 
@@ -119,9 +119,8 @@ class CompiledGuardrails:
 
     def scan(self, text: str, where: Where, client_id: str | None = None) -> Verdict:
         """The verdict on a whole text; ``text`` of the verdict has enforced masks applied."""
-        decisions = self.hits(text, where, client_id)
-        hits = tuple(Hit(d.rule, d.category, d.action, d.mode, d.start, d.end) for d in decisions)
-        spans = [(d.start, d.end) for d in decisions if d.mode == "enforce" and d.action == "mask"]
+        hits = tuple(self.hits(text, where, client_id))
+        spans = [(d.start, d.end) for d in hits if d.mode == "enforce" and d.action == "mask"]
         return Verdict(strongest(hits), hits, mask_spans(text, spans, self.mask_char))
 
     def decision(
@@ -170,9 +169,12 @@ def _views(
 
 
 def compile_guardrails(bundle: PolicyBundle, normalizer: Normalizer | None = None) -> CompiledGuardrails:
-    """Compile the bundle's guardrails section; raises `GuardrailsCompileError` listing every problem."""
+    """Compile the bundle's guardrails section; raises `GuardrailsCompileError` listing every problem.
+
+    Pass the process's ``normalizer`` to skip building its table again (the app does, on every reload).
+    """
     section = bundle.guardrails
-    norm = normalizer or default_normalizer()
+    norm = normalizer or Normalizer()
     problems: list[str] = []
     infos: list[RuleInfo] = []
     kinds: list[str] = []

@@ -15,7 +15,6 @@ original character. `Normalized` maps normalised offsets back to original ones.
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 import unicodedata
@@ -177,7 +176,8 @@ def _may_hold_astral(text: str) -> bool:
 
 
 class Normalizer:
-    """The per-character table, built once per process (see `default_normalizer`)."""
+    """The per-character table. Building it takes a few hundred milliseconds: the app builds one and
+    hands it to every policy compilation."""
 
     __slots__ = ("_astral", "_changed_run", "_removed_run", "_sep_one", "table")
 
@@ -259,10 +259,4 @@ class _Explicit(Normalized):
         return self._gaps[n]
 
 
-@functools.cache
-def default_normalizer() -> Normalizer:
-    """The process-wide normaliser; the table takes about a second to build, once."""
-    return Normalizer()
-
-
-__all__ = ["HOMOGLYPHS", "SEP", "SKIP", "Normalized", "Normalizer", "default_normalizer", "is_word_char"]
+__all__ = ["HOMOGLYPHS", "SEP", "SKIP", "Normalized", "Normalizer", "is_word_char"]

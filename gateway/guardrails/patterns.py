@@ -13,10 +13,11 @@ a path reaches the end of the text (a match still in progress) is where the stre
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
 import regex
 from regex import Pattern
@@ -31,18 +32,15 @@ _PLAIN_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.ASCII | regex.VERSION0
 _REACH_PROBE_S = 0.005  # what one `reach` search may take at policy load before the pattern goes without it
 
 
-@functools.cache
-def _fold_table() -> dict[int, int]:
-    table = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
-    table[0x3000] = 0x20
-    return table
+# Full-width ASCII (U+FF01..U+FF5E) and the ideographic space to their ASCII forms.
+_FOLD_TABLE: Final = MappingProxyType({**{cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}, 0x3000: 0x20})
 
 
 def fold_width(text: str) -> str:
     """Full-width ASCII and the ideographic space to ASCII; same length as ``text``."""
     if _FULLWIDTH.search(text) is None:
         return text
-    return text.translate(_fold_table())
+    return text.translate(_FOLD_TABLE)
 
 
 @dataclass(frozen=True, slots=True)

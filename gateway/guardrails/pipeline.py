@@ -33,6 +33,17 @@ class Decision:
     matched: str = field(default="", repr=False, compare=False)
     detail: tuple[tuple[str, int | float | str], ...] = ()
 
+    def to_json(self) -> dict[str, object]:
+        """What ``gateway policy test`` prints: never the matched text."""
+        return {
+            "rule": self.rule,
+            "category": self.category,
+            "action": self.action,
+            "start": self.start,
+            "end": self.end,
+            "mode": self.mode,
+        }
+
 
 @dataclass(slots=True, frozen=True)
 class Stop:

@@ -10,7 +10,6 @@ from gateway.policy.store import (
     PolicyStore,
     ReloadHook,
     build_snapshot,
-    compile_guardrails,
 )
 from gateway.policy.watcher import install_sighup, watch
 
@@ -26,7 +25,6 @@ __all__ = [
     "ReloadHook",
     "build_snapshot",
     "bundle_version",
-    "compile_guardrails",
     "install_sighup",
     "load_bundle",
     "read_bundle_files",

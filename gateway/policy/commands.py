@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from gateway.guardrails import compile_guardrails
 from gateway.policy.golden import load_cases, run_case
 from gateway.policy.problems import PolicyError, PolicyLoadError
 from gateway.policy.sections import ALL_WHERE, PolicyBundle, Where, WordRule
-from gateway.policy.store import GuardrailCompiler, PolicySnapshot, PolicyStore, compile_guardrails
+from gateway.policy.store import GuardrailCompiler, PolicySnapshot, PolicyStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

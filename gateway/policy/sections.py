@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
 Where = Literal["input", "output", "reasoning"]
-Endpoint = Literal["chat", "completions", "models"]
+EndpointName = Literal["chat", "completions", "models"]
 ALL_WHERE: tuple[Where, ...] = ("input", "output", "reasoning")
-ALL_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "models")
+ALL_ENDPOINTS: tuple[EndpointName, ...] = ("chat", "completions", "models")
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 
@@ -91,7 +91,7 @@ class ClientPolicy(Strict):
     tier: str
     models: list[str] = Field(default_factory=lambda: ["*"], description="Allowed models (fnmatch globs).")
     scopes: list[str] = Field(default_factory=list, description="Scopes the built-in issuer may grant.")
-    endpoints: list[Endpoint] = Field(default_factory=lambda: list(ALL_ENDPOINTS))
+    endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS))
     limits: TierLimits | None = Field(None, description="Per-client override of the tier's limits.")
     guardrails: GuardrailOverride | None = None
     loops: LoopOverride | None = None
@@ -102,7 +102,7 @@ class ScopeGrant(Strict):
 
     tier: str | None = None
     models: list[str] = Field(default_factory=list)
-    endpoints: list[Endpoint] = Field(default_factory=lambda: list(ALL_ENDPOINTS))
+    endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS))
 
 
 class ClientsSection(Strict):

@@ -7,14 +7,13 @@ compiles its guardrails before the swap; any error keeps the last good snapshot.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.policy.loader import (
     SECTION_FILES,
@@ -27,6 +26,7 @@ from gateway.policy.problems import PolicyError, PolicyLoadError
 from gateway.policy.sections import PolicyBundle, Where
 
 if TYPE_CHECKING:
+    from gateway.guardrails.pipeline import StreamCheck
     from gateway.guardrails.verdict import Verdict
 
 logger = logging.getLogger(__name__)
@@ -39,16 +39,12 @@ class GuardrailScanner(Protocol):
 
     def scan(self, text: str, where: Where, client_id: str | None = None) -> Verdict: ...
 
+    def stream_check(self, client_id: str | None) -> StreamCheck: ...
+
 
 GuardrailCompiler = Callable[[PolicyBundle], GuardrailScanner]
 ReloadHook = Callable[[bool, str, Sequence[PolicyError]], None]
 """Called after every reload attempt as ``hook(ok, version, errors)``; version is the one in force."""
-
-
-def compile_guardrails(bundle: PolicyBundle) -> GuardrailScanner:
-    """The default compiler: ``gateway.guardrails.compile_guardrails``, imported on first use."""
-    module = importlib.import_module("gateway.guardrails")
-    return cast(GuardrailScanner, module.compile_guardrails(bundle))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +112,8 @@ class PolicyStore:
         self,
         snapshot: PolicySnapshot,
         *,
+        compiler: GuardrailCompiler,
         hooks: Sequence[ReloadHook] = (),
-        compiler: GuardrailCompiler = compile_guardrails,
     ) -> None:
         self._current = snapshot
         self._hooks = tuple(hooks)
@@ -130,10 +126,14 @@ class PolicyStore:
         cls,
         source_dir: Path,
         *,
+        compiler: GuardrailCompiler,
         hooks: Sequence[ReloadHook] = (),
-        compiler: GuardrailCompiler = compile_guardrails,
     ) -> PolicyStore:
-        """Load ``source_dir``; raise `PolicyLoadError` with every problem if it is invalid."""
+        """Load ``source_dir``; raise `PolicyLoadError` with every problem if it is invalid.
+
+        ``compiler`` turns a bundle into its guardrails (``gateway.guardrails.compile_guardrails``); the
+        app passes it in, so that the policy package does not depend on the guardrails package.
+        """
         source_dir = source_dir.resolve()
         loaded = load_settled(source_dir)
         if isinstance(loaded, list):
@@ -142,7 +142,7 @@ class PolicyStore:
         if isinstance(snapshot, list):
             raise PolicyLoadError(snapshot)
         logger.info("policy loaded: version %s from %s", snapshot.short_version, source_dir)
-        return cls(snapshot, hooks=hooks, compiler=compiler)
+        return cls(snapshot, compiler=compiler, hooks=hooks)
 
     @property
     def current(self) -> PolicySnapshot:
@@ -213,6 +213,5 @@ __all__ = [
     "PolicyStore",
     "ReloadHook",
     "build_snapshot",
-    "compile_guardrails",
     "load_settled",
 ]

@@ -7,8 +7,6 @@ per-request work (policy lookups, logging) per chunk. It re-encodes only OpenAI 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
 from gateway.guardrails.pipeline import Decision, Stop, StreamPipeline
@@ -22,8 +20,8 @@ from gateway.protocol import (
     Usage,
     frame,
 )
+from gateway.relay.endpoints import Endpoint
 
-Kind = Literal["chat", "completion"]
 _decode_chunk = msgspec.json.Decoder(UpChunk).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -40,8 +38,8 @@ class Transcoder:
     """Turns engine SSE payloads into client SSE frames; records usage, finish and timing facts."""
 
     __slots__ = (
+        "_chat",
         "_include_usage",
-        "_kind",
         "_model",
         "_object",
         "_pipeline",
@@ -63,7 +61,7 @@ class Transcoder:
     def __init__(
         self,
         *,
-        kind: Kind,
+        endpoint: Endpoint,
         request_id: str,
         model: str,
         pipeline: StreamPipeline,
@@ -72,9 +70,9 @@ class Transcoder:
         collect: bool = False,
         repetition: tuple[Stop, Decision] | None = None,
     ) -> None:
-        self._kind = kind
-        self._object = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + request_id
+        self._chat = endpoint.chat
+        self._object = endpoint.chunk_object
+        self.id = endpoint.id_prefix + request_id
         self._model = model
         self._pipeline = pipeline
         self._include_usage = include_usage
@@ -82,7 +80,7 @@ class Transcoder:
         self._role_sent = False
         # Reasoning precedes content (Qwen3's <think> block): its held-back tail is checked and released
         # when content starts, so it neither trails the content nor lets content out past a pending block.
-        self._reasoning_open = kind == "chat"
+        self._reasoning_open = endpoint.chat
         # vLLM's own `repetition` finish (the engine backstop) is reported like the gateway's loop cut.
         self._repetition = repetition
         self.created = 0
@@ -122,7 +120,7 @@ class Transcoder:
     def _choice(self, delta: object, text: str | None, finish: str | None, frames: list[bytes]) -> None:
         pipeline = self._pipeline
         reasoning = content = ""
-        if self._kind == "chat" and delta is not None:
+        if self._chat and delta is not None:
             content = getattr(delta, "content", None) or ""
             reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None) or ""
             if not self._role_sent and getattr(delta, "role", None):
@@ -207,7 +205,7 @@ class Transcoder:
             self.collected[0].append(reasoning)
             self.collected[1].append(content)
             return b""
-        if self._kind == "chat":
+        if self._chat:
             return self._frame(OutDelta(content=content or None, reasoning=reasoning or None))
         return frame(
             _encode(OutChunk(self.id, self._object, self.created, self._model, [OutTextChoice(0, content)]))
@@ -224,7 +222,7 @@ class Transcoder:
         if self.collected is not None:
             return b""
         choices: list[OutChatChoice] | list[OutTextChoice]
-        if self._kind == "chat":
+        if self._chat:
             choices = [OutChatChoice(0, OutDelta(), finish_reason=finish)]
         else:
             choices = [OutTextChoice(0, "", finish_reason=finish)]
@@ -233,4 +231,4 @@ class Transcoder:
         )
 
 
-__all__ = ["Kind", "Transcoder", "UpstreamStreamError"]
+__all__ = ["Transcoder", "UpstreamStreamError"]

@@ -8,6 +8,7 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.response.base import ASGIResponse
 
+from gateway.relay.endpoints import CHAT, COMPLETIONS
 from gateway.relay.service import RelayService
 
 
@@ -18,13 +19,13 @@ class CompletionsController(Controller):
     async def chat(
         self, request: Request[Any, Any, Any], relay: NamedDependency[RelayService]
     ) -> ASGIResponse:
-        return await relay.handle(request, "chat")
+        return await relay.handle(request, CHAT)
 
     @post("/completions", status_code=200)
     async def completions(
         self, request: Request[Any, Any, Any], relay: NamedDependency[RelayService]
     ) -> ASGIResponse:
-        return await relay.handle(request, "completion")
+        return await relay.handle(request, COMPLETIONS)
 
 
 __all__ = ["CompletionsController"]

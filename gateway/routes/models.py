@@ -14,8 +14,8 @@ from engine.client import EngineError, EngineHTTPError
 from gateway.errors import GatewayError, PermissionDenied
 from gateway.protocol import ModelCard, ModelList, UpModelList
 from gateway.relay.errors import engine_error
-from gateway.relay.record import RequestRecord
 from gateway.state import GatewayState
+from gateway.telemetry.record import RequestRecord
 
 _decode_models = msgspec.json.Decoder(UpModelList).decode
 
@@ -28,9 +28,9 @@ async def list_models(
         route="/v1/models", operation="models", method="GET", scope_state=request.scope["state"]
     )
     try:
-        principal = await gateway.authenticate(request, record)
+        principal = await gateway.admitter.authenticate(request, record)
         snapshot = gateway.policy.current
-        grant = gateway.authorise(principal, snapshot, None, "models")
+        grant = gateway.admitter.authorise(principal, snapshot, None, "models")
         try:
             response = await gateway.engine.get("/v1/models")
         except EngineError as exc:

@@ -10,18 +10,16 @@ from __future__ import annotations
 from opentelemetry.trace import Span
 
 from gateway.errors import GatewayError
-from gateway.guardrails.pipeline import Decision
-from gateway.relay.record import RequestRecord
 from gateway.telemetry.access import ACCESS_LOGGED
 from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.logging import log_access
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.spans import (
     MENSHEN_CLIENT_ID,
     MENSHEN_POLICY_VERSION,
     Attributes,
     add_decision_event,
-    inject_traceparent,
     request_attributes,
     response_attributes,
     set_error,
@@ -32,16 +30,6 @@ class Recorder:
     def __init__(self, metrics: Metrics, audit: AuditLog | None) -> None:
         self.metrics = metrics
         self.audit = audit
-
-    @staticmethod
-    def upstream_headers() -> dict[str, str]:
-        headers: dict[str, str] = {}
-        inject_traceparent(headers)
-        return headers
-
-    @staticmethod
-    def decision_event(span: Span, decision: Decision) -> None:
-        add_decision_event(span, decision)
 
     def finish(self, record: RequestRecord, error: GatewayError | None) -> None:
         """A request that ended before its stream: refused or failed."""

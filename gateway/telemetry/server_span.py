@@ -13,12 +13,20 @@ Request and response headers are never recorded: they carry bearer tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from opentelemetry.trace import Span, Tracer
 
 from gateway.telemetry.asgi import RESPONSE, TRACE_ID, ASGIApp, Receive, Scope, Send, StatusSend
-from gateway.telemetry.spans import Attributes, close_request, open_request, set_error
+from gateway.telemetry.spans import (
+    EXCLUDED_PATHS,
+    Attributes,
+    Telemetry,
+    close_request,
+    open_request,
+    set_error,
+)
 
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
@@ -84,4 +92,14 @@ def _finish(span: Span, route: str | None, span_name: str, status: int) -> None:
             set_error(span, str(status))
 
 
-__all__ = ["HTTP_RESPONSE_STATUS_CODE", "ServerSpanMiddleware"]
+
+
+def server_span_middleware(telemetry: Telemetry) -> Callable[[ASGIApp], ASGIApp] | None:
+    """Wraps an ASGI app in the server-span middleware; ``None`` when tracing is off."""
+    tracer = telemetry.tracer
+    if tracer is None:
+        return None
+    return lambda app: ServerSpanMiddleware(app, tracer, frozenset(EXCLUDED_PATHS))
+
+
+__all__ = ["HTTP_RESPONSE_STATUS_CODE", "ServerSpanMiddleware", "server_span_middleware"]

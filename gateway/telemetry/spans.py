@@ -11,9 +11,8 @@ Nothing here is called per chunk: time to first token and usage are set once, at
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
     from gateway.guardrails.pipeline import Decision
-    from gateway.telemetry.asgi import ASGIApp
 
 # "chat", "text_completion", "embeddings" (GenAI operation names).
 Operation = str
@@ -201,7 +199,6 @@ def start_span(name: str) -> Span:
     return _child(name, SpanKind.INTERNAL, None) or INVALID_SPAN
 
 
-@lru_cache(maxsize=8)
 def _server_attributes(server_url: str) -> tuple[tuple[str, str | int], ...]:
     url = urlsplit(server_url)
     attrs: list[tuple[str, str | int]] = []
@@ -298,15 +295,6 @@ class Telemetry:
     @property
     def enabled(self) -> bool:
         return self.provider is not None
-
-    def asgi_middleware(self) -> Callable[[ASGIApp], ASGIApp] | None:
-        """Wraps an ASGI app in the server-span middleware; ``None`` when tracing is off."""
-        tracer = self.tracer
-        if tracer is None:
-            return None
-        from gateway.telemetry.server_span import ServerSpanMiddleware  # it imports this module
-
-        return lambda app: ServerSpanMiddleware(app, tracer, frozenset(EXCLUDED_PATHS))
 
     @contextmanager
     def server_span(

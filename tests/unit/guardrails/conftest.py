@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 
-from gateway.guardrails import CheckResult, CompiledGuardrails, Decision, GuardrailStream, compile_guardrails
+from gateway.guardrails import (
+    CheckResult,
+    CompiledGuardrails,
+    Decision,
+    GuardrailStream,
+    Normalizer,
+    compile_guardrails,
+)
 from gateway.policy.loader import load_bundle
 from gateway.policy.sections import GuardrailsSection, PolicyBundle
+from tests.support.normalizer import shared_normalizer
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[3] / "policies" / "default"
 
@@ -30,7 +38,7 @@ def build_guardrails(
     }
     if clients is not None:
         data["clients"] = {"clients": clients}
-    return compile_guardrails(PolicyBundle.model_validate(data))
+    return compile_guardrails(PolicyBundle.model_validate(data), shared_normalizer())
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def build() -> Build:
 
 @pytest.fixture(scope="session")
 def default_guardrails() -> CompiledGuardrails:
-    return compile_guardrails(load_bundle(DEFAULT_BUNDLE).bundle)
+    return compile_guardrails(load_bundle(DEFAULT_BUNDLE).bundle, shared_normalizer())
 
 
 def stream(
@@ -59,3 +67,8 @@ def stream(
     released.append(result.text)
     decisions += result.decisions or []
     return released, (result if result.stop is not None else None), decisions
+
+
+@pytest.fixture
+def norm() -> Normalizer:
+    return shared_normalizer()

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.guardrails import default_normalizer
+from tests.support.normalizer import shared_normalizer as default_normalizer
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.guardrails.verdict import Hit, Verdict, strongest
+from gateway.guardrails.pipeline import Decision
+from gateway.guardrails.verdict import Verdict, strongest
 from gateway.policy.sections import PolicyBundle, Where, WordRule
 
 VALID_BUNDLE: dict[str, str] = {
@@ -86,7 +87,7 @@ class WordScanner:
     def scan(self, text: str, where: Where, client_id: str | None = None) -> Verdict:
         client = self.bundle.clients.clients.get(client_id or "")
         shadowed = set(client.guardrails.shadow) if client and client.guardrails else set()
-        hits: list[Hit] = []
+        hits: list[Decision] = []
         masked = list(text)
         for rule, words in self.rules:
             if where not in rule.where:
@@ -95,7 +96,9 @@ class WordScanner:
             for word in words:
                 start = text.find(word)
                 while start >= 0:
-                    hits.append(Hit(rule.id, rule.category, rule.action, mode, start, start + len(word)))
+                    hits.append(
+                        Decision(rule.id, rule.category, rule.action, mode, where, start, start + len(word))
+                    )
                     if rule.action == "mask" and mode == "enforce":
                         masked[start : start + len(word)] = "*" * len(word)
                     start = text.find(word, start + 1)

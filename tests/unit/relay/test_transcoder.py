@@ -14,12 +14,14 @@ from gateway.guardrails import (
     PassThrough,
     StreamCheck,
     StreamPipeline,
+    compile_guardrails,
     loop_check_for,
 )
 from gateway.guardrails.loop_check import engine_repetition_stop
 from gateway.policy.store import PolicySnapshot, PolicyStore
 from gateway.protocol import SSEDecoder, Usage
-from gateway.relay.transcoder import Kind, Transcoder, UpstreamStreamError
+from gateway.relay.endpoints import CHAT, COMPLETIONS, Endpoint
+from gateway.relay.transcoder import Transcoder, UpstreamStreamError
 from tests.fakes import wire
 from tests.harness import DEFAULT_POLICIES
 
@@ -88,7 +90,7 @@ def chat_stream(*pieces: str, reason: str = "stop", prompt: int = 12) -> list[by
 
 @pytest.fixture(scope="module")
 def snapshot() -> PolicySnapshot:
-    return PolicyStore.open(DEFAULT_POLICIES).current
+    return PolicyStore.open(DEFAULT_POLICIES, compiler=compile_guardrails).current
 
 
 def guarded(snapshot: PolicySnapshot, *, loops: bool = False) -> StreamPipeline:
@@ -104,7 +106,7 @@ def guarded(snapshot: PolicySnapshot, *, loops: bool = False) -> StreamPipeline:
 def make(
     pipeline: StreamPipeline | None = None,
     *,
-    kind: Kind = "chat",
+    endpoint: Endpoint = CHAT,
     include_usage: bool = True,
     collect: bool = False,
     repetition: bool = False,
@@ -119,7 +121,7 @@ def make(
         )
         backstop = (engine_repetition_stop(loops), decision)
     return Transcoder(
-        kind=kind,
+        endpoint=endpoint,
         request_id=REQUEST_ID,
         model=MODEL,
         pipeline=pipeline or StreamPipeline([PassThrough()]),
@@ -159,7 +161,8 @@ def finishes(evs: list[Any]) -> list[str]:
     ]
 
 
-def assert_openai_only(evs: list[Any], kind: Kind = "chat") -> None:
+def assert_openai_only(evs: list[Any], endpoint: Endpoint = CHAT) -> None:
+    kind = "chat" if endpoint.chat else "completion"
     assert evs[-1] == DONE
     for event in evs[:-1]:
         assert set(event) <= CHUNK_KEYS
@@ -416,9 +419,9 @@ def test_reasoning_only_stream_is_flushed_at_the_finish(snapshot: PolicySnapshot
 
 
 def test_text_completion_stream() -> None:
-    t = make(kind="completion")
+    t = make(endpoint=COMPLETIONS)
     evs = run(t, [text("Once"), text(" upon"), text("", "length"), text_usage(4, 2), b"[DONE]"])
-    assert_openai_only(evs, "completion")
+    assert_openai_only(evs, COMPLETIONS)
     assert "".join(e["choices"][0]["text"] for e in evs[:-1] if e["choices"]) == "Once upon"
     assert finishes(evs) == ["length"]
     assert evs[-2]["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
@@ -426,17 +429,17 @@ def test_text_completion_stream() -> None:
 
 
 def test_text_completion_final_chunk_with_text(snapshot: PolicySnapshot) -> None:
-    evs = run(make(guarded(snapshot), kind="completion"), [text("a"), text("b", "stop"), b"[DONE]"])
+    evs = run(make(guarded(snapshot), endpoint=COMPLETIONS), [text("a"), text("b", "stop"), b"[DONE]"])
     assert "".join(e["choices"][0]["text"] for e in evs[:-1] if e["choices"]) == "ab"
     assert finishes(evs) == ["stop"]
 
 
 def test_text_completion_cut(snapshot: PolicySnapshot) -> None:
     evs = run(
-        make(guarded(snapshot), kind="completion"),
+        make(guarded(snapshot), endpoint=COMPLETIONS),
         [text("see project nightjar now"), text("", "stop"), b"[DONE]"],
     )
-    assert_openai_only(evs, "completion")
+    assert_openai_only(evs, COMPLETIONS)
     assert finishes(evs) == ["content_filter"]
     assert "nightjar" not in json.dumps(evs)
 

@@ -12,7 +12,7 @@ from gateway.errors import InvalidRequest
 from gateway.guardrails import repetition_detection_params
 from gateway.policy.sections import GenerationSection, LoopsSection, Sampling
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.relay.upstream import UpstreamCall, build_upstream_call, estimate_tokens
+from gateway.relay.upstream import UpstreamPlan, estimate_tokens, plan_call
 
 GENERATION = GenerationSection()  # the defaults match policies/default/generation.yaml
 LOOPS = LoopsSection(engine_backstop={"min_pattern_size": 1, "max_pattern_size": 64, "min_count": 8})
@@ -36,9 +36,9 @@ def call(
     generation: GenerationSection = GENERATION,
     loops: LoopsSection = LOOPS,
     repetition: dict[str, int] | None = None,
-) -> tuple[UpstreamCall, dict[str, Any]]:
-    result = build_upstream_call(request, generation, loops, repetition)
-    return result, json.loads(result.body)
+) -> tuple[UpstreamPlan, dict[str, Any]]:
+    plan = plan_call(request, generation, repetition if loops.enabled else None)
+    return plan, json.loads(plan.body(request))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.telemetry import Telemetry, current_ids, current_server_span
 from gateway.telemetry.access import RESPONSE, TRACE_ID, AccessLogMiddleware
+from gateway.telemetry.server_span import server_span_middleware
 
 from .conftest import Traced
 
@@ -51,7 +52,7 @@ def _app(telemetry: Telemetry) -> Litestar:
         return Stream(chunks())
 
     app = Litestar(route_handlers=[models, healthz, broken, stream])
-    wrap = telemetry.asgi_middleware()
+    wrap = server_span_middleware(telemetry)
     assert wrap is not None
     app.asgi_handler = wrap(app.asgi_handler)  # as create_app wires it: around everything Litestar answers
     return app
@@ -139,7 +140,7 @@ def test_the_span_carries_the_status_with_or_without_the_access_log(
         await send({"type": "http.response.start", "status": 503, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    wrap = traced.telemetry.asgi_middleware()
+    wrap = server_span_middleware(traced.telemetry)
     assert wrap is not None
     middleware: Any = wrap(app)
     outer = AccessLogMiddleware(middleware) if inside_access_log else middleware
@@ -158,7 +159,7 @@ def test_an_exception_marks_the_span_with_its_type_only(traced: Traced) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise ValueError("text from the request")
 
-    wrap = traced.telemetry.asgi_middleware()
+    wrap = server_span_middleware(traced.telemetry)
     assert wrap is not None
     with pytest.raises(ValueError, match="text from the request"):
         _call(wrap(app), "/v1/things")

@@ -22,6 +22,7 @@ from gateway.telemetry import (
     set_error,
     start_span,
 )
+from gateway.telemetry.server_span import server_span_middleware
 
 from .conftest import Traced
 
@@ -143,7 +144,7 @@ def test_decision_event_carries_ids_and_offsets_never_the_text(traced: Traced) -
 def test_disabled_telemetry_is_a_silent_no_op() -> None:
     t = Telemetry(None)
     assert t.enabled is False
-    assert t.asgi_middleware() is None
+    assert server_span_middleware(t) is None
     # Nothing is recorded and nothing is propagated: the engine sees no trace context.
     assert _request(t) == {}
     with phase("no parent"):
