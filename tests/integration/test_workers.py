@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from gateway.settings import ConfigError, load_settings
+from gateway.up import ENGINE_COMMAND_ENV
 from gateway.workers import WORKER_HEADER
 from tests.fakes.engine import DEFAULT_MODEL, FakeEngine
 from tests.harness import DEFAULT_POLICIES, REPO, free_port
-from tests.unit.engine.support import pid_alive, wait_until_sync
+from tests.unit.engine.support import FAKE_ENGINE, pid_alive, wait_until_sync
 
 START_TIMEOUT_S = 120.0  # two cold interpreters on a shared 2-core machine
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -35,20 +36,22 @@ CHAT = "/v1/chat/completions"
 class Node:
     """``python -m gateway serve --workers 2 ARGS`` with its output in files."""
 
-    def __init__(self, tmp: Path, upstream: str, args: Sequence[str]) -> None:
+    def __init__(
+        self, tmp: Path, upstream: str | None, args: Sequence[str], env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.data_dir = tmp / "data"
         self.policies = tmp / "policies"
         shutil.copytree(DEFAULT_POLICIES, self.policies)
         self.err = tmp / "stderr"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_", "OTEL_"))}
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_", "OTEL_"))}
+        command = ["serve", "--upstream", upstream] if upstream else ["up"]
         argv = [
-            sys.executable, "-m", "gateway", "serve", "--workers", "2", "--auth", "none",
-            "--upstream", upstream, "--port", str(self.port), "--data-dir", str(self.data_dir),
+            sys.executable, "-m", "gateway", *command, "--workers", "2", "--auth", "none", "--port", str(self.port), "--data-dir", str(self.data_dir),
             "--policies", str(self.policies), *args,
         ]  # fmt: skip
         with self.err.open("wb") as err:
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=err, stderr=err)
+            self.proc = subprocess.Popen(argv, cwd=REPO, env={**base, **(env or {})}, stdout=err, stderr=err)
 
     @property
     def url(self) -> str:
@@ -217,3 +220,36 @@ def test_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--workers 3 (GATEWAY_WORKERS) needs --redis-url" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_up_keeps_one_engine_under_two_workers(tmp_path: Path, nodes: list[Node]) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    node = Node(
+        tmp_path,
+        None,
+        [
+            "--profile",
+            "cpu-demo",
+            "--engine-arg",
+            f"model={tmp_path / 'model'}",
+            "--per-worker-limits",
+            "true",
+        ],
+        {ENGINE_COMMAND_ENV: f"{sys.executable} {FAKE_ENGINE}", "FAKE_STATE_DIR": str(state)},
+    )
+    nodes.append(node)
+    workers = node.wait_for_both_workers()
+    assert wait_until_sync(lambda: "Menshen is ready at" in node.stderr(), START_TIMEOUT_S), node.stderr()
+    assert wait_until_sync(lambda: _engine_up(node), 30, step=0.2), node.stderr()
+
+    code = node.stop(signal.SIGINT)
+    assert code == 0, node.stderr()
+    assert not TRACEBACK.search(node.stderr()), node.stderr()
+    assert not any(pid_alive(int(pid)) for pid in workers)
+    assert "engine stopped" in node.stderr()
+
+
+def _engine_up(node: Node) -> bool:
+    resp = node.request("GET", "/readyz")
+    return resp is not None and resp.status_code == 200
