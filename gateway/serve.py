@@ -1,4 +1,7 @@
-"""Run the app under uvicorn with the gateway's logging and tracing; SIGINT/SIGTERM end it quietly."""
+"""Run the app under uvicorn with the gateway's logging and tracing; SIGINT/SIGTERM end it quietly.
+
+With ``--workers N`` (N > 1) this process is the parent of N gateway workers (``gateway.workers``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 import uvicorn
@@ -71,8 +74,13 @@ def configure_logging_for(settings: Settings, secrets: Iterable[str | None] = ()
     )
 
 
-def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.Server, Telemetry] | None:
-    """Logging, tracing and the app; None (after printing every problem) when something is invalid."""
+def prepare(
+    settings: Settings, parts: AppParts | None = None, *, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[uvicorn.Server, Telemetry] | None:
+    """Logging, tracing and the app; None (after printing every problem) when something is invalid.
+
+    ``headers`` go on every response (uvicorn adds them when it starts one: nothing per chunk).
+    """
     parts = parts or AppParts()
     configure_logging_for(settings, [parts.engine_api_key])
     try:
@@ -104,6 +112,7 @@ def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
+        headers=list(headers),
     )
     return uvicorn.Server(config), telemetry
 
@@ -111,6 +120,11 @@ def prepare(settings: Settings, parts: AppParts | None = None) -> tuple[uvicorn.
 def run_server(settings: Settings) -> int:
     """``gateway serve``: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid."""
     signals = StopSignals().install()
+    if settings.server.workers > 1:
+        from gateway.workers import run_workers  # it builds on this module
+
+        configure_logging_for(settings)
+        return run_workers(settings, signals)
     prepared = prepare(settings)
     if prepared is None:
         return 2

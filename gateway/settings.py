@@ -48,6 +48,27 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(
         MiB, ge=1024, le=64 * MiB, description="Largest request body accepted (413 above)."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Gateway processes serving the port (about one per core); above 1 needs --redis-url.",
+    )
+    per_worker_limits: bool = Field(
+        False,
+        description="With --workers above 1 and no --redis-url: each worker keeps its own rate limits.",
+    )
+
+    def worker_problems(self, *, shared_limits: bool) -> list[str]:
+        """Several workers share rate limits through Redis, or the operator says each keeps its own."""
+        if self.workers > 1 and not shared_limits and not self.per_worker_limits:
+            return [
+                f"--workers {self.workers} (GATEWAY_WORKERS) needs --redis-url (GATEWAY_REDIS_URL) so that "
+                "the workers share one set of rate limits; or pass --per-worker-limits true "
+                "(GATEWAY_PER_WORKER_LIMITS) to give each worker limits of its own (the node then admits "
+                "up to N times the policy's limits)"
+            ]
+        return []
 
     @property
     def binds_loopback(self) -> bool:
@@ -146,6 +167,7 @@ class Settings(BaseModel):
                 problems.append(f"{flag}: {path} is not a readable file")
         if self.telemetry.metrics_port is not None and self.telemetry.metrics_port == self.server.port:
             problems.append("--metrics-port must differ from --port")
+        problems.extend(self.server.worker_problems(shared_limits=self.ratelimit.redis_url is not None))
         return problems
 
     def values(self) -> dict[str, Any]:

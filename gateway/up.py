@@ -115,6 +115,8 @@ async def run_up(settings: Settings, *, profile: str | None, engine_args: list[s
         except EngineStartError as exc:  # the demo model could not be prepared
             log.error("%s", exc)
             return 1
+        if settings.server.workers > 1:
+            return await _serve_workers(settings, supervisor, signals, stop)
         return await _serve(settings, supervisor, signals)
     finally:
         await supervisor.stop()
@@ -166,6 +168,35 @@ async def _serve(settings: Settings, supervisor: EngineSupervisor, signals: Stop
         await asyncio.wait({announcer})
         telemetry.shutdown()
     return 1 if failed else 0
+
+
+async def _serve_workers(
+    settings: Settings, supervisor: EngineSupervisor, signals: StopSignals, stop: asyncio.Event
+) -> int:
+    """``--workers N``: the engine's supervisor stays here; N gateway workers serve the port."""
+    from gateway.workers import serve_workers  # only this mode needs it
+
+    failed = False
+
+    async def announce() -> None:
+        nonlocal failed
+        try:
+            await supervisor.wait_ready()
+        except EngineStartError:  # the supervisor has logged why
+            failed = True
+            stop.set()
+            return
+        print(banner(settings, supervisor.served_model_name, demo_token(settings)), flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        code = await serve_workers(
+            settings.replace(upstream=supervisor.base_url), signals, stop, engine_api_key=supervisor.api_key
+        )
+    finally:
+        announcer.cancel()
+        await asyncio.wait({announcer})
+    return 1 if failed else code
 
 
 __all__ = ["banner", "default_profile", "demo_token", "parse_engine_args", "run_up"]

@@ -9,6 +9,10 @@ can test whether a known text was involved, while the log holds no content.
 Rotation by size renames ``audit.jsonl`` to ``audit.jsonl.1`` (``.1`` to ``.2``, ...); the chain
 continues: the first record of the new file has ``prev`` = hash of the last line of the old one.
 
+With several worker processes each worker writes a chain of its own, ``audit-<N>.jsonl`` beside the
+configured ``audit.jsonl`` (``worker_path``): one writer per file keeps each chain linear.
+``verify_chains`` checks every chain of a directory.
+
 What ``verify`` detects: an edited, inserted, deleted or reordered record, and a break between
 rotated files (without the key, a rewrite of the whole chain or of the last line goes unseen; with
 it, both are caught). Removing records from the end of the newest file leaves a valid shorter
@@ -109,6 +113,35 @@ def rotated_files(path: Path) -> list[Path]:
                 numbered.append((int(suffix), candidate))
     ordered = [p for _, p in sorted(numbered, reverse=True)]
     return [*ordered, path] if path.exists() else ordered
+
+
+def worker_path(path: Path, worker: int) -> Path:
+    """The trail of worker ``worker`` (from 1) beside ``path``: ``audit.jsonl`` -> ``audit-2.jsonl``."""
+    return path.with_name(f"{path.stem}-{worker}{path.suffix}")
+
+
+def chain_files(directory: Path) -> list[Path]:
+    """The current file of every chain in ``directory``, sorted: ``*.jsonl`` files and any file whose
+    first line is a chain header, each standing for its rotated ``FILE.N`` predecessors too."""
+    heads: set[Path] = set()
+    for candidate in directory.iterdir():
+        if not candidate.is_file():
+            continue
+        stem, dot, suffix = candidate.name.rpartition(".")
+        head = directory / stem if dot and suffix.isdigit() and not suffix.startswith("0") else candidate
+        if head.name.endswith(".jsonl") or _starts_chain(candidate):
+            heads.add(head)
+    return sorted(heads)
+
+
+def _starts_chain(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            first = f.readline(4096)
+        record = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("kind") == FILE_START
 
 
 class AuditLog:
@@ -371,6 +404,16 @@ def verify(path: Path, key: bytes | None = None) -> VerifyResult:
     return VerifyResult(True, count, None, None if expect_seq is None else expect_seq - 1, _names(files))
 
 
+def verify_chains(target: Path, key: bytes | None = None) -> list[tuple[Path, VerifyResult]]:
+    """``verify`` of one file (and its rotated files), or of every chain in a directory."""
+    if not target.is_dir():
+        return [(target, verify(target, key))]
+    heads = chain_files(target)
+    if not heads:
+        return [(target, VerifyResult(False, 0, f"{target}: no audit trail in this directory"))]
+    return [(head, verify(head, key)) for head in heads]
+
+
 def _check_line(line: bytes, prev: str | None, expect_seq: int | None, mac_key: bytes | None) -> str | None:
     try:
         rec = json.loads(line)
@@ -411,8 +454,11 @@ __all__ = [
     "AuditKind",
     "AuditLog",
     "VerifyResult",
+    "chain_files",
     "content_hmac",
     "load_or_create_key",
     "rotated_files",
     "verify",
+    "verify_chains",
+    "worker_path",
 ]

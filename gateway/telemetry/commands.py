@@ -1,7 +1,8 @@
 """``gateway audit ...`` commands: verify a trail, compute a content HMAC for an incident.
 
 They take the gateway's settings flags and ``GATEWAY_*`` variables: by default they read the trail
-(``--audit-log``) and the audit key (``DATA_DIR/audit.key``) that ``gateway serve`` writes.
+(``--audit-log``) and the audit key (``DATA_DIR/audit.key``) that ``gateway serve`` writes. ``verify``
+takes a file or a directory (every chain in it: one per worker with ``--workers N``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import ConfigError, Settings, add_settings_flags, settings_from_args
-from gateway.telemetry.audit import AuditKeyError, content_hmac, load_or_create_key, verify
+from gateway.telemetry.audit import (
+    AuditKeyError,
+    content_hmac,
+    load_or_create_key,
+    verify_chains,
+    worker_path,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -20,12 +27,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     audit = subparsers.add_parser("audit", help="audit trail tools")
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
-    v = sub.add_parser("verify", help="check the hash chain of an audit file and its rotated files")
+    v = sub.add_parser(
+        "verify",
+        help="check the hash chain of an audit file and its rotated files, or of every chain in a directory",
+    )
     v.add_argument(
         "file",
         type=Path,
         nargs="?",
-        help="the audit file (its rotated FILE.N files are checked too); default --audit-log",
+        help=(
+            "the audit file (its rotated FILE.N files are checked too) or a directory (every chain in it); "
+            "default --audit-log, or its directory when workers wrote files of their own beside it"
+        ),
     )
     v.add_argument(
         "--key-file",
@@ -69,13 +82,23 @@ def _verify(args: argparse.Namespace) -> int:
     except (AuditKeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    result = verify(args.file or settings.audit_path, key)
-    if result.ok:
-        checked = "chain and MACs" if key is not None else "chain"
-        print(f"OK: {result.records} records, last seq {result.last_seq}, {checked} intact")
-        return 0
-    print(f"FAILED after {result.records} good records: {result.first_error}")
-    return 1
+    target = args.file or _default_target(settings.audit_path)
+    results = verify_chains(target, key)
+    checked = "chain and MACs" if key is not None else "chain"
+    failed = 0
+    for path, result in results:
+        name = f"{path}: " if len(results) > 1 or target.is_dir() else ""
+        if result.ok:
+            print(f"{name}OK: {result.records} records, last seq {result.last_seq}, {checked} intact")
+        else:
+            failed += 1
+            print(f"{name}FAILED after {result.records} good records: {result.first_error}")
+    return 1 if failed else 0
+
+
+def _default_target(audit_path: Path) -> Path:
+    """The configured trail, or its directory once workers (``--workers N``) wrote trails beside it."""
+    return audit_path.parent if worker_path(audit_path, 1).exists() else audit_path
 
 
 def _hmac(args: argparse.Namespace) -> int:

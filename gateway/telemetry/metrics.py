@@ -1,5 +1,11 @@
 """Prometheus metrics of the gateway, on a registry owned by one ``Metrics`` object.
 
+With several worker processes (``gateway serve --workers N``), the parent sets ``PROMETHEUS_MULTIPROC_DIR``
+before it starts them: every worker's values then live in files there (prometheus-client's multiprocess
+mode), and ``render()`` of any worker reads all of them, so a scrape sees the whole node and each request
+counted once. Gauges say how workers combine (``multiprocess_mode``); ``live*`` modes forget a worker
+once the parent marks it dead.
+
 Label values that come from outside (client ids, routes, rule ids, reasons) go through a
 ``LabelFold``: the first ``limit`` distinct values keep their name, later ones become ``other``,
 so a flood of new client ids or paths cannot grow the series without bound. Client ids named in
@@ -10,16 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import socketserver
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 from prometheus_client.exposition import CONTENT_TYPE_LATEST as _TEXT_CONTENT_TYPE
 from prometheus_client.exposition import choose_encoder, generate_latest, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 OTHER: Final = "other"
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 _MAX_LABEL_CHARS: Final = 64
 # Seconds; LLM requests run from milliseconds (refusals) to minutes (long generations).
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -82,6 +93,12 @@ class Metrics:
         max_reasons: int = 32,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Read at construction, not import: the parent of the workers sets it before starting them.
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        self._exposed = self.registry
+        if self.multiprocess_dir is not None:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         self.clients = LabelFold(max_clients)
         self._routes = LabelFold(max_routes)
         self._rules = LabelFold(max_rules)
@@ -138,7 +155,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
-        self.engine_up = Gauge("engine_up", "1 when the engine is ready, else 0.", namespace=ns, registry=reg)
+        self.engine_up = Gauge(
+            "engine_up",
+            "1 when the engine is ready, else 0.",
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
         self.engine_restarts = Counter("engine_restarts", "Engine restarts.", namespace=ns, registry=reg)
         self.policy_reloads = Counter(
             "policy_reloads",
@@ -147,12 +170,25 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
-        self.policy = Info("policy", "The policy bundle in force.", namespace=ns, registry=reg)
+        self.policy: Info | Gauge
+        if self.multiprocess_dir is None:
+            self.policy = Info("policy", "The policy bundle in force.", namespace=ns, registry=reg)
+        else:  # Info has no multiprocess mode: the same series as a gauge, 1 for the version in force
+            self.policy = Gauge(
+                "policy_info",
+                "The policy bundle in force (1), and versions replaced since start (0).",
+                ["version"],
+                namespace=ns,
+                registry=reg,
+                multiprocess_mode="livemax",
+            )
+        self._policy_version: str | None = None
         self.redis_fallback = Gauge(
             "redis_fallback",
             "1 while rate limits use the local fallback instead of Redis.",
             namespace=ns,
             registry=reg,
+            multiprocess_mode="livemax",
         )
         self.ratelimit_undo = Counter(
             "ratelimit_undo",
@@ -165,7 +201,11 @@ class Metrics:
             "audit_failures", "Audit records that could not be written.", namespace=ns, registry=reg
         )
         self.audit_healthy = Gauge(
-            "audit_healthy", "1 while the audit sink writes.", namespace=ns, registry=reg
+            "audit_healthy",
+            "1 while the audit sink writes.",
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="livemin",
         )
         self.audit_healthy.set(1)
 
@@ -212,8 +252,17 @@ class Metrics:
 
     def policy_reload(self, *, ok: bool, version: str | None = None) -> None:
         self.policy_reloads.labels("success" if ok else "failure").inc()
-        if ok and version is not None:
-            self.policy.info({"version": version[:_MAX_LABEL_CHARS]})
+        if not ok or version is None:
+            return
+        version = version[:_MAX_LABEL_CHARS]
+        if isinstance(self.policy, Info):
+            self.policy.info({"version": version})
+            return
+        if self._policy_version not in (None, version):
+            # Series cannot be removed in multiprocess mode: the replaced version drops to 0.
+            self.policy.labels(self._policy_version).set(0)
+        self.policy.labels(version).set(1)
+        self._policy_version = version
 
     def set_redis_fallback(self, active: bool) -> None:
         self.redis_fallback.set(1 if active else 0)
@@ -232,13 +281,35 @@ class Metrics:
         """Body and content type for ``GET /metrics``; OpenMetrics when ``accept`` asks for it."""
         if accept:
             encoder, content_type = choose_encoder(accept)
-            return encoder(self.registry), content_type
-        return generate_latest(self.registry), _TEXT_CONTENT_TYPE
+            return encoder(self._exposed), content_type
+        return generate_latest(self._exposed), _TEXT_CONTENT_TYPE
 
     def serve_metrics(self, host: str, port: int) -> MetricsServer:
-        """Serve this registry on its own port (a daemon thread); ``port=0`` picks a free one."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return MetricsServer(host, server.server_port, server, thread)
+        """Serve this registry on its own port (a daemon thread); ``port=0`` picks a free one.
+
+        In multiprocess mode every worker binds the port with ``SO_REUSEPORT`` and serves the whole node.
+        """
+        if self.multiprocess_dir is None:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+            return MetricsServer(host, server.server_port, server, thread)
+        shared = make_server(
+            host, port, make_wsgi_app(self._exposed), _SharedPortServer, handler_class=_QuietHandler
+        )
+        thread = threading.Thread(target=shared.serve_forever, daemon=True, name="metrics-port")
+        thread.start()
+        return MetricsServer(host, shared.server_port, shared, thread)
+
+
+class _SharedPortServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A WSGI server whose port the node's workers share; the kernel spreads scrapes over them."""
+
+    daemon_threads = True
+    allow_reuse_port = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged (the stdlib handler writes each one to stderr)."""
 
 
 def bearer_matches(authorization: str | None, expected_token: str) -> bool:
@@ -256,4 +327,17 @@ def bearer_matches(authorization: str | None, expected_token: str) -> bool:
     return hmac.compare_digest(given, wanted)
 
 
-__all__ = ["OTHER", "LabelFold", "Metrics", "MetricsServer", "bearer_matches"]
+def mark_worker_dead(pid: int, directory: str) -> None:
+    """Forget an ended worker's ``live*`` gauges (called by the parent that started it)."""
+    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "OTHER",
+    "LabelFold",
+    "Metrics",
+    "MetricsServer",
+    "bearer_matches",
+    "mark_worker_dead",
+]
