@@ -22,6 +22,7 @@ from litestar.plugins import PluginProtocol
 
 from engine.client import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, BuiltinIssuer
+from gateway.edge import EdgeMiddleware, edge_config
 from gateway.errors import GatewayError, error_json
 from gateway.policy.store import PolicyStore
 from gateway.policy.watcher import install_sighup, watch
@@ -201,7 +202,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     server_span = telemetry.asgi_middleware()
     if server_span is not None:
         handler = server_span(handler)
-    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(handler))
+    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(EdgeMiddleware(handler, edge_config(settings))))
     return app
 
 
