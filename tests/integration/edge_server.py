@@ -4,6 +4,8 @@ with raw-socket helpers for the edge tests."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import socket
 import threading
 import time
@@ -16,7 +18,9 @@ import uvicorn
 
 from gateway.app import AppParts, create_app
 from gateway.serve import server_config
+from gateway.telemetry.logging import configure_logging
 from tests.harness import RunningGateway, gateway_settings
+from tests.logcapture import Logs, RawCapture, saved_logging
 
 
 @contextmanager
@@ -61,4 +65,14 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
 
 
-__all__ = ["connect", "read_all", "serve_edge", "status_of"]
+__all__ = ["capture_logs", "connect", "read_all", "serve_edge", "status_of"]
+
+
+@contextmanager
+def capture_logs() -> Iterator[Logs]:
+    """The gateway's logging as ``gateway serve`` sets it up, into a buffer, plus a raw root handler."""
+    with saved_logging():
+        rendered, raw = io.StringIO(), RawCapture()
+        configure_logging("DEBUG", stream=rendered)
+        logging.getLogger().addHandler(raw)
+        yield Logs(raw, rendered)
