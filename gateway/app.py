@@ -18,6 +18,7 @@ from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
+from gateway.edge import EdgeMiddleware, edge_config
 from gateway.errors import GatewayError, error_json
 from gateway.policy.watcher import install_sighup, watch
 from gateway.routes.completions import CompletionsController
@@ -117,7 +118,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     server_span = server_span_middleware(telemetry)
     if server_span is not None:
         handler = server_span(handler)
-    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(handler))
+    app.asgi_handler = cast("ASGIApp", AccessLogMiddleware(EdgeMiddleware(handler, edge_config(settings))))
     return app
 
 

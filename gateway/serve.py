@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 import uvicorn
+from litestar import Litestar
 
 from gateway.app import AppParts, create_app
+from gateway.edge.protocol import ConnectionLimits, edge_protocol
 from gateway.policy.problems import PolicyLoadError
 from gateway.settings import Settings, read_secret_file
 from gateway.telemetry.logging import configure_logging
@@ -103,18 +105,42 @@ def prepare(
         return None
     if "none" in settings.auth.modes:
         log.warning("AUTHENTICATION IS DISABLED (--auth none); loopback only, for local development")
-    config = uvicorn.Config(
+    return uvicorn.Server(server_config(app, settings, headers)), telemetry
+
+
+def server_config(
+    app: Litestar, settings: Settings, headers: Sequence[tuple[str, str]] = ()
+) -> uvicorn.Config:
+    """uvicorn's configuration: the edge's connection bounds (docs/operations/edge.md) and logging off.
+
+    ``headers`` go on every response (uvicorn adds them when it starts one: nothing per chunk).
+    """
+    server = settings.server
+    limits = ConnectionLimits(
+        header_timeout_s=server.header_timeout,
+        max_header_bytes=server.max_header_bytes,
+        max_connections=server.max_connections,
+    )
+    return uvicorn.Config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
+        host=server.host,
+        port=server.port,
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
         headers=list(headers),
+        # h11, not httptools: only h11 bounds the size of a request's headers.
+        http=edge_protocol(limits),
+        h11_max_incomplete_event_size=server.max_header_bytes,
+        ws="none",  # no WebSocket routes; an upgrade would leave the edge's protocol
+        timeout_keep_alive=server.keepalive_timeout,
+        backlog=server.backlog,
+        # X-Forwarded-For/-Proto only from configured proxies: uvicorn trusts loopback by default.
+        proxy_headers=server.forwarded_allow_ips is not None,
+        forwarded_allow_ips=server.forwarded_allow_ips or [],
     )
-    return uvicorn.Server(config), telemetry
 
 
 def run_server(settings: Settings) -> int:
@@ -139,4 +165,4 @@ def run_server(settings: Settings) -> int:
     return 0
 
 
-__all__ = ["StopSignals", "configure_logging_for", "prepare", "run_server"]
+__all__ = ["StopSignals", "configure_logging_for", "prepare", "run_server", "server_config"]

@@ -13,13 +13,14 @@ with its flag and variable, in one ``ConfigError``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from engine.paths import data_dir
@@ -69,6 +70,50 @@ class ServerSettings(BaseModel):
                 "up to N times the policy's limits)"
             ]
         return []
+
+    # Slow and abusive clients (docs/operations/edge.md): every bound below holds before authentication.
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds to receive a request's line and headers, from its first byte (408, closed).",
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds to receive a whole request body (408, closed)."
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=MiB,
+        description="Largest request line plus headers (431, closed).",
+    )
+    max_headers: int = Field(100, ge=10, le=10_000, description="Most request header fields (431).")
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per worker; past it new connections get 503 with Retry-After.",
+    )
+    keepalive_timeout: int = Field(
+        5, ge=1, le=300, description="Seconds an idle keep-alive connection stays open."
+    )
+    backlog: int = Field(2048, ge=1, le=65535, description="Connections queued by the kernel before accept.")
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-For/-Proto are trusted; "
+        "unset: none, the peer address counts.",
+    )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip() and item.strip() != "*":
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an address or network") from None
+        return value
 
     @property
     def binds_loopback(self) -> bool:

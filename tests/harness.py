@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 
 from gateway.app import AppParts, create_app
+from gateway.serve import server_config
 from gateway.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,10 +66,9 @@ class RunningGateway:
 @contextmanager
 def run_gateway(settings: Settings, parts: AppParts | None = None) -> Iterator[RunningGateway]:
     app = create_app(settings, parts)
-    config = uvicorn.Config(
-        app, host=settings.server.host, port=settings.server.port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(
+        server_config(app, settings)
+    )  # the server `gateway serve` runs, edge bounds included
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name="gateway")
     thread.start()
     deadline = time.monotonic() + 20

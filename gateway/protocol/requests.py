@@ -16,6 +16,9 @@ Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Meta(ge=1)]
+# The engine reads these as signed 64-bit integers; larger values must stop here, not fail upstream.
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Meta(ge=-(2**63), le=INT64_MAX)]
 StopSeq = Annotated[str, Meta(max_length=256)]
 Stop = StopSeq | Annotated[list[StopSeq], Meta(max_length=16)]
 
@@ -53,13 +56,13 @@ class SamplingFields(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_
     max_tokens: PositiveInt | UnsetType | None = UNSET
     temperature: Temperature | UnsetType | None = UNSET
     top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | UnsetType | None = UNSET
-    top_k: Annotated[int, Meta(ge=-1)] | UnsetType | None = UNSET
+    top_k: Annotated[int, Meta(ge=-1, le=INT64_MAX)] | UnsetType | None = UNSET
     min_p: Probability | UnsetType | None = UNSET
     presence_penalty: Penalty | UnsetType | None = UNSET
     frequency_penalty: Penalty | UnsetType | None = UNSET
     repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | UnsetType | None = UNSET
     stop: Stop | UnsetType | None = UNSET
-    seed: int | UnsetType | None = UNSET
+    seed: Int64 | UnsetType | None = UNSET
     n: Annotated[int, Meta(ge=1, le=1)] | UnsetType = UNSET
     stream: bool = False
     stream_options: StreamOptions | UnsetType | None = UNSET

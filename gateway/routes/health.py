@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from litestar import get
@@ -10,6 +11,14 @@ from litestar.di import NamedDependency
 from litestar.response.base import ASGIResponse
 
 from gateway.state import GatewayState
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its userinfo (``http://user:password@host`` → ``http://host``): /readyz is public."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @get("/healthz", status_code=200)
@@ -20,7 +29,7 @@ async def healthz() -> ASGIResponse:
 @get("/readyz", status_code=200)
 async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
     reasons: list[str] = []
-    engine: dict[str, object] = {"url": gateway.engine.config.base_url}
+    engine: dict[str, object] = {"url": shown_url(gateway.engine.config.base_url)}
     supervisor = gateway.supervisor
     if supervisor is not None:
         engine.update(dataclasses.asdict(supervisor.status()))
@@ -55,4 +64,4 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
     )
 
 
-__all__ = ["healthz", "readyz"]
+__all__ = ["healthz", "readyz", "shown_url"]

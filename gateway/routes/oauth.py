@@ -49,12 +49,12 @@ async def token(
         return _response(*oauth_error(400, "unsupported_grant_type", "Only client_credentials is supported."))
     headers = dict(request.headers)
     client_id = presented_client_id(form, headers)
-    throttled = await issuer.throttle.admit_client(client_id)
-    if throttled is not None:
-        return _response(*_slow_down(throttled))
+    attempt = issuer.throttle.reserve_client(client_id)
+    if isinstance(attempt, Throttled):
+        return _response(*_slow_down(attempt))
     result = await issuer.token_response(form, headers)
-    if result[1].get("error") == "invalid_client":
-        await issuer.throttle.failed(client_id)
+    if result[1].get("error") != "invalid_client":
+        issuer.throttle.succeeded(attempt)
     return _response(*result)
 
 

@@ -92,8 +92,6 @@ def _finish(span: Span, route: str | None, span_name: str, status: int) -> None:
             set_error(span, str(status))
 
 
-
-
 def server_span_middleware(telemetry: Telemetry) -> Callable[[ASGIApp], ASGIApp] | None:
     """Wraps an ASGI app in the server-span middleware; ``None`` when tracing is off."""
     tracer = telemetry.tracer

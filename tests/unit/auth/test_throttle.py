@@ -20,7 +20,7 @@ from gateway.auth import clientstore
 from gateway.auth.clientstore import ClientStore, StoredClient
 from gateway.auth.config import AuthConfig
 from gateway.auth.issuer import BuiltinIssuer
-from gateway.auth.throttle import TokenThrottle, address_key, presented_client_id
+from gateway.auth.throttle import Attempt, Throttled, TokenThrottle, address_key, presented_client_id
 from gateway.routes.oauth import oauth_router
 
 
@@ -81,18 +81,33 @@ async def test_address_window_counts_every_attempt_and_frees_after_the_window() 
         assert await throttle.admit_address("203.0.113.7") is None
 
 
-async def test_client_window_counts_failures_only() -> None:
+def test_client_window_counts_attempts_until_they_succeed() -> None:
     throttle = TokenThrottle(per_address="100/minute", per_client_failures="2/minute")
-    for _ in range(5):
-        assert await throttle.admit_client("billing") is None  # admitting counts nothing
-    await throttle.failed("billing")
-    assert await throttle.admit_client("billing") is None
-    await throttle.failed("billing")
-    refused = await throttle.admit_client("billing")
-    assert refused is not None
+    for _ in range(5):  # a right secret gives its slot back
+        attempt = throttle.reserve_client("billing")
+        assert isinstance(attempt, Attempt)
+        throttle.succeeded(attempt)
+    first, second = throttle.reserve_client("billing"), throttle.reserve_client("billing")
+    assert isinstance(first, Attempt)
+    assert isinstance(second, Attempt)
+    # Two attempts in flight hold both slots: a third is refused before anything is hashed.
+    refused = throttle.reserve_client("billing")
+    assert isinstance(refused, Throttled)
     assert refused.scope == "client"
-    assert await throttle.admit_client("reporting") is None
-    assert await throttle.admit_client(None) is None  # no id: only the address limit applies
+    assert 59 <= refused.retry_after_s <= 60
+    throttle.succeeded(first)
+    assert isinstance(throttle.reserve_client("billing"), Attempt)
+    assert isinstance(throttle.reserve_client("reporting"), Attempt)
+    assert isinstance(throttle.reserve_client(None), Attempt)  # no id: only the address limit applies
+
+
+async def test_failure_slots_free_when_the_window_moves_on() -> None:
+    throttle = TokenThrottle(per_address="100/minute", per_client_failures="1/minute")
+    with time_machine.travel(time.time(), tick=False) as clock:
+        assert isinstance(throttle.reserve_client("billing"), Attempt)
+        assert isinstance(throttle.reserve_client("billing"), Throttled)
+        clock.shift(61)
+        assert isinstance(throttle.reserve_client("billing"), Attempt)
 
 
 def test_config_rejects_unparsable_or_zero_rates(tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""The gateway under uvicorn as ``gateway serve`` configures it (``server_config``), in a thread of its own,
+with raw-socket helpers for the edge tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.app import AppParts, create_app
+from gateway.serve import server_config
+from gateway.telemetry.logging import configure_logging
+from tests.harness import RunningGateway, gateway_settings
+from tests.logcapture import Logs, RawCapture, saved_logging
+
+
+@contextmanager
+def serve_edge(
+    tmp: Path, upstream: str, parts: AppParts | None = None, **overrides: Any
+) -> Iterator[RunningGateway]:
+    settings = gateway_settings(tmp, upstream, **overrides)
+    app = create_app(settings, parts)
+    server = uvicorn.Server(server_config(app, settings))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name="gateway-edge")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningGateway(settings, server, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def connect(gateway: RunningGateway, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(
+        (gateway.settings.server.host, gateway.settings.server.port), timeout=timeout
+    )
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or the socket's timeout)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+__all__ = ["capture_logs", "connect", "read_all", "serve_edge", "status_of"]
+
+
+@contextmanager
+def capture_logs() -> Iterator[Logs]:
+    """The gateway's logging as ``gateway serve`` sets it up, into a buffer, plus a raw root handler."""
+    with saved_logging():
+        rendered, raw = io.StringIO(), RawCapture()
+        configure_logging("DEBUG", stream=rendered)
+        logging.getLogger().addHandler(raw)
+        yield Logs(raw, rendered)
