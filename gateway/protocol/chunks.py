@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct, UnsetType
 
 
 class Usage(Struct, omit_defaults=False):
@@ -96,12 +96,18 @@ class OutCompletion(Struct, omit_defaults=True):
     menshen: dict[str, Any] | None = None
 
 
-class ModelCard(Struct, omit_defaults=True):
+class ModelCard(Struct, omit_defaults=False):
+    """OpenAI's Model object: ``object``, ``created`` and ``owned_by`` are required, so always encoded."""
+
     id: str
     object: str = "model"
     created: int = 0
     owned_by: str = "menshen"
-    max_model_len: int | None = None
+    max_model_len: int | UnsetType | None = UNSET
+
+    def __post_init__(self) -> None:
+        if self.max_model_len is None:  # unknown: omitted rather than sent as null
+            self.max_model_len = UNSET
 
 
 class ModelList(Struct):

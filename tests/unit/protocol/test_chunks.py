@@ -132,11 +132,6 @@ def test_engine_model_list_decodes() -> None:
     assert [(c.id, c.created, c.max_model_len) for c in upstream.data] == [("a", 5, 2048)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelCard has omit_defaults=True, so /v1/models cards lose `object`, `created` and `owned_by` "
-    "(all required by OpenAI's Model object) whenever they equal the defaults",
-)
 def test_model_card_carries_every_openai_field() -> None:
     listing = ModelList([ModelCard("a", created=0, owned_by="menshen", max_model_len=2048)])
     assert msgspec.to_builtins(listing) == {
