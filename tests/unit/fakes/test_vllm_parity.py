@@ -41,6 +41,22 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
 
 
+def _delta_chunk_json(v: Any, delta: Any) -> str:
+    """A token chunk carrying ``delta``, serialised as vLLM's chat server does."""
+    chunk = v.ChatCompletionStreamResponse(
+        id=CID,
+        object="chat.completion.chunk",
+        created=T,
+        choices=[
+            v.ChatCompletionResponseStreamChoice(
+                index=0, delta=delta, logprobs=None, finish_reason=None, token_ids=None
+            )
+        ],
+        model=M,
+    )
+    return str(chunk.model_dump_json(exclude_unset=True))
+
+
 def test_chat_stream_chunks(v: Any) -> None:
     role = v.ChatCompletionStreamResponse(
         id=CID,
@@ -57,19 +73,8 @@ def test_chat_stream_chunks(v: Any) -> None:
     )
     assert wire.encode(wire.chat_role_chunk(CID, T, M)).decode() == role.model_dump_json(exclude_unset=True)
     for d in (v.DeltaMessage(content="hé\n"), v.DeltaMessage(reasoning="r")):
-        chunk = v.ChatCompletionStreamResponse(
-            id=CID,
-            object="chat.completion.chunk",
-            created=T,
-            choices=[
-                v.ChatCompletionResponseStreamChoice(
-                    index=0, delta=d, logprobs=None, finish_reason=None, token_ids=None
-                )
-            ],
-            model=M,
-        )
         ours = wire.chat_delta_chunk(CID, T, M, wire.delta(d.content, d.reasoning))
-        assert wire.encode(ours).decode() == chunk.model_dump_json(exclude_unset=True)
+        assert wire.encode(ours).decode() == _delta_chunk_json(v, d)
     finish = v.ChatCompletionStreamResponse(
         id=CID,
         object="chat.completion.chunk",
@@ -219,20 +224,7 @@ def test_tool_call_deltas_and_message(v: Any) -> None:
         (start, wire.tool_call_start(0, "chatcmpl-tool-1", "f")),
         (more, wire.tool_call_arguments(0, '{"a"')),
     ):
-        chunk = v.ChatCompletionStreamResponse(
-            id=CID,
-            object="chat.completion.chunk",
-            created=T,
-            choices=[
-                v.ChatCompletionResponseStreamChoice(
-                    index=0, delta=theirs, logprobs=None, finish_reason=None, token_ids=None
-                )
-            ],
-            model=M,
-        )
-        assert wire.encode(wire.chat_delta_chunk(CID, T, M, ours)).decode() == chunk.model_dump_json(
-            exclude_unset=True
-        )
+        assert wire.encode(wire.chat_delta_chunk(CID, T, M, ours)).decode() == _delta_chunk_json(v, theirs)
     message = v.ChatMessage(
         role="assistant",
         content=None,
