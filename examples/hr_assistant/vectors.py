@@ -9,10 +9,8 @@ from collections.abc import Sequence
 
 
 def normalised(vector: Sequence[float]) -> list[float]:
-    """``vector`` scaled to unit length, so that cosine similarity is a dot product."""
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    if norm == 0.0:
-        raise ValueError("the embedding is the zero vector")
+    """``vector`` scaled to unit length, so that cosine similarity is a dot product (0 for a zero vector)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 
 
