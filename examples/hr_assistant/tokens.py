@@ -6,6 +6,9 @@ expire (client credentials have no refresh token); ``refetch`` is for a token th
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+
 import httpx
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 
@@ -33,7 +36,7 @@ class TokenSource:
             return self.refetch()
         try:
             self._oauth.ensure_active_token(token)
-        except (OAuthError, httpx.HTTPError, ValueError, KeyError) as exc:
+        except (OAuthError, *_http_errors(), ValueError, KeyError) as exc:
             raise self._failure(exc) from exc
         return str(self._oauth.token["access_token"])
 
@@ -41,7 +44,7 @@ class TokenSource:
         try:
             token = self._oauth.fetch_token(self.token_endpoint, grant_type="client_credentials")
             return str(token["access_token"])
-        except (OAuthError, httpx.HTTPError, ValueError, KeyError) as exc:
+        except (OAuthError, *_http_errors(), ValueError, KeyError) as exc:
             # ValueError, KeyError: an answer that is not a token (not JSON, no access_token)
             raise self._failure(exc) from exc
 
@@ -52,6 +55,16 @@ class TokenSource:
         if isinstance(exc, OAuthError):
             detail = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
             return AppError(f"the token endpoint {self.token_endpoint} refused the client ({detail})")
-        if isinstance(exc, httpx.HTTPError):
+        if isinstance(exc, _http_errors()):
             return AppError(f"cannot reach the token endpoint {self.token_endpoint} ({type(exc).__name__})")
         return AppError(f"the token endpoint {self.token_endpoint} did not answer with a token")
+
+
+@cache
+def _http_errors() -> tuple[type[Exception], ...]:
+    """Transport errors of the HTTP library authlib runs on: httpx2 where installed, else httpx."""
+    try:
+        httpx2 = importlib.import_module("httpx2")
+    except ImportError:
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)
