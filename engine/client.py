@@ -9,8 +9,9 @@ Closing a half-read stream closes its connection, which makes vLLM abort the gen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,23 @@ def _finish(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
+def _post_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    return {**_POST_HEADERS, **headers} if headers else _POST_HEADERS
+
+
+@contextlib.contextmanager
+def _post_errors() -> Iterator[None]:
+    """aiohttp's and the timeout's exceptions of a POST, as the client's own errors."""
+    try:
+        yield
+    except aiohttp.ServerTimeoutError as exc:  # aiohttp's connect timeout (also a TimeoutError)
+        raise EngineTimeout("connect") from exc
+    except TimeoutError as exc:
+        raise EngineTimeout("first token") from exc
+    except aiohttp.ClientError as exc:
+        raise EngineUnavailable(f"engine unreachable: {type(exc).__name__}") from exc
+
+
 class EngineClient:
     """Async client for the engine's OpenAI routes. One instance per process (it owns the pool)."""
 
@@ -159,19 +177,9 @@ class EngineClient:
     ) -> EngineStream:
         """POST ``body`` and return the open stream once the engine answered with 200."""
         session = self._session()
-        try:
+        with _post_errors():
             async with asyncio.timeout(self._cfg.first_token_timeout_s or None):
-                response = await session.post(
-                    self._base + path,
-                    data=body,
-                    headers={**_POST_HEADERS, **headers} if headers else _POST_HEADERS,
-                )
-        except aiohttp.ServerTimeoutError as exc:  # aiohttp's connect timeout (also a TimeoutError)
-            raise EngineTimeout("connect") from exc
-        except TimeoutError as exc:
-            raise EngineTimeout("first token") from exc
-        except aiohttp.ClientError as exc:
-            raise EngineUnavailable(f"engine unreachable: {type(exc).__name__}") from exc
+                response = await session.post(self._base + path, data=body, headers=_post_headers(headers))
         if response.status != 200:
             try:
                 async with asyncio.timeout(self._cfg.connect_timeout_s):
@@ -182,6 +190,24 @@ class EngineClient:
                 _finish(response)
             raise EngineHTTPError(response.status, content[:4096])
         return EngineStream(response, self._cfg)
+
+    async def post_json(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
+        """POST ``body`` and return the whole 200 answer (non-streamed routes such as ``/v1/embeddings``).
+
+        The connect timeout applies as for streams; the first-token timeout bounds the wait for the whole
+        answer, which arrives at once. Cancelling the caller closes the connection, so the engine drops the
+        request.
+        """
+        session = self._session()
+        with _post_errors():
+            async with (
+                asyncio.timeout(self._cfg.first_token_timeout_s or None),
+                session.post(self._base + path, data=body, headers=_post_headers(headers)) as response,
+            ):
+                content = await response.read()
+        if response.status != 200:
+            raise EngineHTTPError(response.status, content[:4096])
+        return content
 
     async def get(self, path: str, timeout_s: float = 5.0) -> EngineResponse:
         session = self._session()

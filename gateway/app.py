@@ -22,6 +22,7 @@ from gateway.edge import EdgeMiddleware, edge_config
 from gateway.errors import GatewayError, error_json
 from gateway.policy.watcher import install_sighup, watch
 from gateway.routes.completions import CompletionsController
+from gateway.routes.embeddings import create_embeddings
 from gateway.routes.health import healthz, readyz
 from gateway.routes.metrics import metrics_route
 from gateway.routes.models import list_models
@@ -51,13 +52,16 @@ _STATUS_TYPES = {
 def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
     parts = parts or AppParts()
     state = build_state(settings, parts)
-    telemetry, issuer, relay = state.telemetry, state.issuer, state.relay
+    telemetry, issuer, relay, embeddings = state.telemetry, state.issuer, state.relay, state.embeddings
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(watch(state.policy), name="policy-watcher"),
             asyncio.create_task(_refresh_gauges(state), name="gauges"),
+            asyncio.create_task(
+                state.upstreams.keep_fresh(settings.engine.models_refresh), name="upstream-models"
+            ),
         ]
         metrics_port = settings.telemetry.metrics_port
         metrics_server = (
@@ -83,14 +87,14 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await state.engine.aclose()
+            await state.upstreams.aclose()
             await state.limiter.aclose()
             await state.http.aclose()
             state.recorder.close()
             if parts.telemetry is None:
                 telemetry.shutdown()
 
-    route_handlers: list[Any] = [CompletionsController, list_models, healthz, readyz]
+    route_handlers: list[Any] = [CompletionsController, create_embeddings, list_models, healthz, readyz]
     if settings.telemetry.metrics_port is None:
         route_handlers.append(
             metrics_route(state.recorder.metrics, read_secret_file(settings.telemetry.metrics_token_file))
@@ -102,6 +106,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
         dependencies={
             "gateway": Provide(lambda: state, sync_to_thread=False, use_cache=True),
             "relay": Provide(lambda: relay, sync_to_thread=False, use_cache=True),
+            "embeddings": Provide(lambda: embeddings, sync_to_thread=False, use_cache=True),
         },
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=[lifespan],
@@ -123,18 +128,23 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
 
 
 async def _refresh_gauges(state: GatewayState, interval_s: float = 5.0) -> None:
-    """Gauges read from other parts' state (engine, limiter), so that every scrape path sees them."""
+    """Gauges read from other parts' state (engines, limiter), so that every scrape path sees them.
+
+    ``engine_up`` is 1 only when every engine is up; restarts are summed over the supervised engines."""
     metrics = state.recorder.metrics
     restarts_seen = undone_seen = undo_failed_seen = 0
     while True:
-        supervisor = state.supervisor
-        if supervisor is not None:
-            metrics.set_engine_up(supervisor.up)
-            if supervisor.restarts > restarts_seen:
-                metrics.engine_restarts.inc(supervisor.restarts - restarts_seen)
-                restarts_seen = supervisor.restarts
+        upstreams = state.upstreams.upstreams
+        supervisors = [u.supervisor for u in upstreams if u.supervisor is not None]
+        if supervisors:
+            metrics.set_engine_up(all(s.up for s in supervisors))
+            restarts = sum(s.restarts for s in supervisors)
+            if restarts > restarts_seen:
+                metrics.engine_restarts.inc(restarts - restarts_seen)
+                restarts_seen = restarts
         else:
-            metrics.set_engine_up(await state.engine.health() is None)
+            checks = await asyncio.gather(*(u.client.health() for u in upstreams))
+            metrics.set_engine_up(all(problem is None for problem in checks))
         status = state.limiter.status()
         metrics.set_redis_fallback(status.degraded)
         # Counters from the limiter's running totals: only what happened since the last look is added.

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -129,13 +129,38 @@ class ServerSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = _section("engine")
 
-    upstream: str = Field("http://127.0.0.1:8000", description="Base URL of the OpenAI-compatible engine.")
+    upstream: tuple[str, ...] = Field(
+        ("http://127.0.0.1:8000",),
+        min_length=1,
+        description="Base URL of an OpenAI-compatible engine; repeat the flag (or comma-separate) for several.",
+    )
     upstream_api_key_file: Path | None = Field(
-        None, description="File holding the engine's internal API key."
+        None, description="File holding the engines' internal API key (one key for every --upstream)."
     )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the engine.")
     first_token_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the first chunk.")
     idle_timeout: float = Field(30.0, gt=0, description="Seconds allowed between two chunks.")
+    models_refresh: float = Field(
+        5.0, gt=0, description="Seconds between two reads of every engine's /v1/models."
+    )
+
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _split_upstreams(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            # Duplicates dropped: one engine listed twice would count twice.
+            return tuple(dict.fromkeys(part.strip() for part in value if str(part).strip()))
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [url for url in value if not url.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"not an http(s) URL: {', '.join(bad)}")
+        return value
 
 
 class TelemetrySettings(BaseModel):
@@ -346,9 +371,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = f
             opt.flag,
             dest=f"setting_{opt.name}",
             default=None,
+            # A list setting takes its flag more than once, as well as a comma-separated value.
+            action="append" if _is_list(opt.info) else "store",
             metavar=_metavar(opt.info),
             help=f"{opt.info.description or ''} [{opt.env}]",
         )
+
+
+def _is_list(info: FieldInfo) -> bool:
+    return get_origin(info.annotation) in (tuple, list, frozenset)
 
 
 def _metavar(info: FieldInfo) -> str:
@@ -359,8 +390,8 @@ def _metavar(info: FieldInfo) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """``load_settings`` with the flags ``add_settings_flags`` added; raises ``ConfigError``."""
-    flags = {
-        key.removeprefix("setting_"): value
+    flags: dict[str, Any] = {
+        key.removeprefix("setting_"): ",".join(value) if isinstance(value, list) else value
         for key, value in vars(args).items()
         if key.startswith("setting_") and value is not None
     }

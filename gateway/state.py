@@ -1,8 +1,8 @@
 """The gateway's collaborators, built once from the settings and handed to routes by dependency injection.
 
 ``build_state`` only builds and validates: the policy store (with the guardrails compiler passed in), the
-audit trail and metrics, authentication and the built-in issuer, the rate limiter, the engine client, and the
-request flow (``relay/``) over them. Nothing here runs per request.
+audit trail and metrics, authentication and the built-in issuer, the rate limiter, the set of upstream engines
+(one client each), and the request flows (``relay/``) over them. Nothing here runs per request.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from engine.client import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, BuiltinIssuer
 from gateway.guardrails import Normalizer, compile_guardrails
 from gateway.policy.store import PolicyStore
+from gateway.protocol import UpModelCard
 from gateway.ratelimit import RateLimiter
 from gateway.relay.admission import Admitter
+from gateway.relay.embeddings import EmbeddingsService
 from gateway.relay.service import RelayService
+from gateway.relay.upstreams import Upstream, UpstreamSet
 from gateway.settings import Settings, read_secret_file
 from gateway.telemetry.audit import AuditLog, load_or_create_key
 from gateway.telemetry.metrics import Metrics
@@ -37,6 +40,9 @@ class AppParts:
     telemetry: Telemetry | None = None
     supervisor: Any = None
     engine_api_key: str | None = None
+    # ``gateway up`` with several engines: one supervisor each (``base_url``, ``api_key``,
+    # ``served_model_name``, ``up``, ``status()``); they replace ``--upstream`` and the pair above.
+    supervisors: tuple[Any, ...] = ()
     extra_plugins: list[PluginProtocol] = field(default_factory=list)
 
 
@@ -47,7 +53,7 @@ class GatewayState:
         "admitter",
         "audit",
         "authenticator",
-        "engine",
+        "embeddings",
         "extra_ready_checks",
         "http",
         "issuer",
@@ -56,8 +62,8 @@ class GatewayState:
         "recorder",
         "relay",
         "settings",
-        "supervisor",
         "telemetry",
+        "upstreams",
     )
 
     def __init__(
@@ -65,7 +71,7 @@ class GatewayState:
         *,
         settings: Settings,
         telemetry: Telemetry,
-        engine: EngineClient,
+        upstreams: UpstreamSet,
         policy: PolicyStore,
         authenticator: Authenticator,
         issuer: BuiltinIssuer | None,
@@ -73,11 +79,10 @@ class GatewayState:
         recorder: Recorder,
         audit: AuditLog,
         http: httpx.AsyncClient,
-        supervisor: Any = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry
-        self.engine = engine
+        self.upstreams = upstreams
         self.policy = policy
         self.authenticator = authenticator
         self.issuer = issuer
@@ -85,14 +90,14 @@ class GatewayState:
         self.recorder = recorder
         self.audit = audit
         self.http = http
-        self.supervisor = supervisor
         self.admitter = Admitter(
             authenticator=authenticator,
             policy=policy,
             limiter=limiter,
             max_body_bytes=settings.server.max_body_bytes,
         )
-        self.relay = RelayService(self.admitter, engine, recorder)
+        self.relay = RelayService(self.admitter, upstreams, recorder)
+        self.embeddings = EmbeddingsService(self.admitter, upstreams, recorder)
         self.extra_ready_checks: list[Callable[[], str | None]] = [self._audit_problem]
 
     def _audit_problem(self) -> str | None:
@@ -129,19 +134,10 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         if "builtin" in auth.modes
         else None
     )
-    engine = settings.engine
     return GatewayState(
         settings=settings,
         telemetry=telemetry,
-        engine=EngineClient(
-            EngineClientConfig(
-                base_url=engine.upstream,
-                api_key=parts.engine_api_key or read_secret_file(engine.upstream_api_key_file),
-                connect_timeout_s=engine.connect_timeout,
-                first_token_timeout_s=engine.first_token_timeout,
-                idle_timeout_s=engine.idle_timeout,
-            ),
-        ),
+        upstreams=build_upstreams(settings, parts),
         policy=policy,
         authenticator=Authenticator.from_config(auth, http),
         issuer=issuer,
@@ -149,8 +145,38 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         recorder=Recorder(metrics, audit),
         audit=audit,
         http=http,
-        supervisor=parts.supervisor,
     )
 
 
-__all__ = ["AppParts", "GatewayState", "build_state"]
+def build_upstreams(settings: Settings, parts: AppParts) -> UpstreamSet:
+    """One upstream per supervised engine when given (each with its own key), else one per ``--upstream``
+    (all with the one ``--upstream-api-key-file`` key)."""
+    engine = settings.engine
+
+    def client(base_url: str, api_key: str | None) -> EngineClient:
+        return EngineClient(
+            EngineClientConfig(
+                base_url=base_url,
+                api_key=api_key,
+                connect_timeout_s=engine.connect_timeout,
+                first_token_timeout_s=engine.first_token_timeout,
+                idle_timeout_s=engine.idle_timeout,
+            )
+        )
+
+    def supervised(supervisor: Any) -> Upstream:
+        # Its model is known before the engine answers, so requests route to it while it starts.
+        card = UpModelCard(id=supervisor.served_model_name)
+        return Upstream(client(supervisor.base_url, supervisor.api_key), (card,), supervisor=supervisor)
+
+    if parts.supervisors:
+        return UpstreamSet([supervised(s) for s in parts.supervisors])
+    key = parts.engine_api_key or read_secret_file(engine.upstream_api_key_file)
+    upstreams = [Upstream(client(url, key)) for url in engine.upstream]
+    if parts.supervisor is not None:
+        upstreams[0] = supervised(parts.supervisor)
+        upstreams[0].client = client(engine.upstream[0], key)
+    return UpstreamSet(upstreams)
+
+
+__all__ = ["AppParts", "GatewayState", "build_state", "build_upstreams"]

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
 Where = Literal["input", "output", "reasoning"]
-EndpointName = Literal["chat", "completions", "models"]
+EndpointName = Literal["chat", "completions", "embeddings", "models"]
 ALL_WHERE: tuple[Where, ...] = ("input", "output", "reasoning")
-ALL_ENDPOINTS: tuple[EndpointName, ...] = ("chat", "completions", "models")
+ALL_ENDPOINTS: tuple[EndpointName, ...] = ("chat", "completions", "embeddings", "models")
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 

@@ -8,7 +8,7 @@ request's ``RequestRecord``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from litestar import Request
@@ -33,6 +33,14 @@ from gateway.relay.errors import decode_error
 from gateway.relay.upstream import UpstreamPlan, plan_call
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH, phase
+
+
+class _Named(Protocol):
+    @property
+    def model(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Named)
 
 
 @dataclass(slots=True)
@@ -116,41 +124,49 @@ class Admitter:
                 exc.description, headers={"www-authenticate": exc.www_authenticate}
             ) from None
 
-    async def admit(
-        self, request: Request[Any, Any, Any], record: RequestRecord, endpoint: Endpoint
-    ) -> AdmittedRequest:
+    async def read(
+        self, request: Request[Any, Any, Any], record: RequestRecord, request_type: type[R]
+    ) -> tuple[Principal, PolicySnapshot, R]:
+        """Authenticate, then read and decode the body; the policy snapshot the whole request uses."""
         principal = await self.authenticate(request, record)
         snapshot = self._policy.current  # one snapshot for the whole request, even across a reload
         record.policy_version = snapshot.short_version
         body = await read_body(request, self._max_body_bytes)
         try:
-            parsed = msgspec.json.decode(body, type=endpoint.request_type)
+            parsed = msgspec.json.decode(body, type=request_type)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise decode_error(exc) from None
         record.model = parsed.model
+        return principal, snapshot, parsed
+
+    async def admit(
+        self, request: Request[Any, Any, Any], record: RequestRecord, endpoint: Endpoint
+    ) -> AdmittedRequest:
+        principal, snapshot, parsed = await self.read(request, record, endpoint.request_type)
         record.stream = parsed.stream
         grant = self.authorise(principal, snapshot, parsed.model, endpoint.name)
         bundle = snapshot.bundle
         plan = plan_call(parsed, bundle.generation, repetition_detection_params(bundle.loops))
         record.max_tokens = plan.max_tokens
         record.temperature = plan.temperature
-        reservation = await self._reserve(principal, snapshot, grant, plan, record)
+        reservation = await self.reserve(principal, snapshot, grant, plan.reserve_tokens, record)
         return AdmittedRequest(endpoint, principal, grant, snapshot, parsed, plan, reservation)
 
-    async def _reserve(
+    async def reserve(
         self,
         principal: Principal,
         snapshot: PolicySnapshot,
         grant: Grant,
-        plan: UpstreamPlan,
+        tokens: int,
         record: RequestRecord,
     ) -> Admission:
+        """One request and ``tokens`` reserved against the client's limits; 429 or 503 when refused."""
         limits = effective_limits(snapshot, grant)
         with phase(SPAN_ADMISSION) as span:
-            span.set_attribute("menshen.reserve_tokens", plan.reserve_tokens)
+            span.set_attribute("menshen.reserve_tokens", tokens)
             try:
                 return await self._limiter.admit(
-                    principal.client_id, limits, plan.reserve_tokens, snapshot.bundle.limits.on_redis_error
+                    principal.client_id, limits, tokens, snapshot.bundle.limits.on_redis_error
                 )
             except RateLimited as exc:
                 record.limit_hit = exc.limit

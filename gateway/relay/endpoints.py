@@ -1,7 +1,8 @@
 """The OpenAI routes the relay serves, each described once.
 
-An ``Endpoint`` carries what differs between them (the policy's endpoint name, the request type, the engine
-path, the GenAI operation name, the response objects), so the flow never switches on a kind.
+An ``Endpoint`` carries what differs between the generation routes (the policy's endpoint name, the request
+type, the engine path, the GenAI operation name, the response objects), so the flow never switches on a kind.
+``EMBEDDINGS`` shares only the first three (``Route``): it has no stream and no generation fields.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.policy.sections import EndpointName
-from gateway.protocol import AnyRequest, ChatCompletionRequest, CompletionRequest
+from gateway.protocol import AnyRequest, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class Route:
     name: EndpointName  # what clients.yaml grants
     route: str  # the gateway's path, also the engine's
     operation: str  # gen_ai.operation.name
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint(Route):
     request_type: type[AnyRequest]
     chat: bool  # deltas and messages (chat) or text choices (completions)
     chunk_object: str
@@ -49,4 +54,14 @@ COMPLETIONS = Endpoint(
     prompt_param="prompt",
 )
 
-__all__ = ["CHAT", "COMPLETIONS", "Endpoint"]
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingEndpoint(Route):
+    request_type: type[EmbeddingRequest]
+
+
+EMBEDDINGS = EmbeddingEndpoint(
+    name="embeddings", route="/v1/embeddings", operation="embeddings", request_type=EmbeddingRequest
+)
+
+__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "EmbeddingEndpoint", "Endpoint", "Route"]

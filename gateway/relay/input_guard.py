@@ -10,15 +10,29 @@ are, and to the span as events (rule and offsets, never the text).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gateway.errors import ContentFiltered
 from gateway.guardrails.pipeline import Decision
+from gateway.policy.store import PolicySnapshot
 from gateway.protocol import apply_guard_texts, guard_texts
-from gateway.relay.admission import AdmittedRequest
+from gateway.protocol.scan import HasTexts
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.spans import SPAN_INPUT_GUARD, add_decision_event, phase
 
 
-def guard_input(admitted: AdmittedRequest, record: RequestRecord) -> None:
+class Guarded(Protocol):
+    """What the guard reads of an admitted request (completions and embeddings alike)."""
+
+    @property
+    def snapshot(self) -> PolicySnapshot: ...
+    @property
+    def request(self) -> HasTexts: ...
+    @property
+    def client_id(self) -> str: ...
+
+
+def guard_input(admitted: Guarded, record: RequestRecord) -> None:
     """Scan the request's texts; raise ``ContentFiltered`` on a block, mask the request in place on a mask."""
     guard = admitted.snapshot.guardrails
     request = admitted.request
@@ -46,4 +60,4 @@ def guard_input(admitted: AdmittedRequest, record: RequestRecord) -> None:
                 raise ContentFiltered(masked_by.rule, masked_by.category, param="tools") from None
 
 
-__all__ = ["guard_input"]
+__all__ = ["Guarded", "guard_input"]

@@ -2,7 +2,8 @@
 
     admission   authenticate → read and decode → authorise → reserve limits    (relay/admission.py)
     input guard words and patterns on every prompt text; block or mask           (relay/input_guard.py)
-    engine      the upstream body built once, streamed over aiohttp              (relay/upstream.py)
+    engine      the upstream serving ``model`` (relay/upstreams.py); the body built once, streamed
+                over aiohttp                                                     (relay/upstream.py)
     stream      transcode through the stream pipeline; cut on a hit              (relay/stream.py)
     settle      usage reconciles the reservation; the record is written once
 
@@ -20,7 +21,7 @@ from anyio import CancelScope
 from litestar import Request
 from litestar.response.base import ASGIResponse
 
-from engine.client import EngineClient, EngineError, EngineStream
+from engine.client import EngineError, EngineStream
 from gateway.errors import GatewayError
 from gateway.relay.admission import AdmittedRequest, Admitter
 from gateway.relay.disconnect import ClientDisconnected, run_until_disconnect
@@ -29,6 +30,7 @@ from gateway.relay.errors import engine_error
 from gateway.relay.input_guard import guard_input
 from gateway.relay.response import SSEResponse
 from gateway.relay.stream import Relay
+from gateway.relay.upstreams import UpstreamSet
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.spans import engine_span, inject_traceparent
@@ -37,11 +39,11 @@ _JSON_HEADERS = {"content-type": "application/json"}
 
 
 class RelayService:
-    __slots__ = ("_admitter", "_engine", "_recorder")
+    __slots__ = ("_admitter", "_recorder", "_upstreams")
 
-    def __init__(self, admitter: Admitter, engine: EngineClient, recorder: Recorder) -> None:
+    def __init__(self, admitter: Admitter, upstreams: UpstreamSet, recorder: Recorder) -> None:
         self._admitter = admitter
-        self._engine = engine
+        self._upstreams = upstreams
         self._recorder = recorder
 
     async def handle(self, request: Request[Any, Any, Any], endpoint: Endpoint) -> ASGIResponse:
@@ -79,15 +81,17 @@ class RelayService:
         return ASGIResponse(body=body, headers={**_JSON_HEADERS, **headers}, status_code=200)
 
     async def _open(self, admitted: AdmittedRequest) -> EngineStream:
-        """Build the upstream body once (after the input guard) and open the engine's stream."""
+        """Build the upstream body once (after the input guard) and open the stream of the engine serving
+        the model (404 ``model_not_found`` when none does)."""
         endpoint = admitted.endpoint
+        upstream = await self._upstreams.resolve(admitted.request.model)
         body = admitted.plan.body(admitted.request)
-        with engine_span(endpoint.operation, admitted.request.model, self._engine.config.base_url):
+        with engine_span(endpoint.operation, admitted.request.model, upstream.url):
             # Injected inside the client span: the engine's spans become its children.
             headers: dict[str, str] = {}
             inject_traceparent(headers)
             try:
-                return await self._engine.open_stream(endpoint.route, body, headers)
+                return await upstream.client.open_stream(endpoint.route, body, headers)
             except EngineError as exc:
                 raise engine_error(exc) from None
 

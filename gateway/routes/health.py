@@ -1,7 +1,8 @@
-"""GET /healthz (the process is alive) and GET /readyz (the engine answers and the policy is loaded)."""
+"""GET /healthz (the process is alive) and GET /readyz (every engine answers and the policy is loaded)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from urllib.parse import urlsplit, urlunsplit
 
@@ -10,6 +11,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.response.base import ASGIResponse
 
+from gateway.relay.upstreams import Upstream
 from gateway.state import GatewayState
 
 
@@ -28,18 +30,9 @@ async def healthz() -> ASGIResponse:
 
 @get("/readyz", status_code=200)
 async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
-    reasons: list[str] = []
-    engine: dict[str, object] = {"url": shown_url(gateway.engine.config.base_url)}
-    supervisor = gateway.supervisor
-    if supervisor is not None:
-        engine.update(dataclasses.asdict(supervisor.status()))
-        if not supervisor.up:
-            reasons.append(f"engine down: {supervisor.reason or 'starting'}")
-    if not reasons:
-        problem = await gateway.engine.health()
-        engine["up"] = problem is None
-        if problem is not None:
-            reasons.append(problem)
+    checked = await asyncio.gather(*(_upstream_state(u) for u in gateway.upstreams.upstreams))
+    engines = [entry for entry, _ in checked]
+    reasons = [reason for _, reason in checked if reason is not None]
     for check in gateway.extra_ready_checks:
         problem = check()
         if problem:
@@ -49,7 +42,8 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
     body = {
         "status": "not_ready" if reasons else ("degraded" if degraded else "ready"),
         "reasons": reasons,
-        "engine": engine,
+        "engine": engines[0],  # the first upstream, as before there were several
+        "upstreams": engines,
         "policy": gateway.policy.status(),
         "ratelimit": {
             "storage": limiter.storage,
@@ -62,6 +56,21 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
     return ASGIResponse(
         body=msgspec.json.encode(body), media_type="application/json", status_code=503 if reasons else 200
     )
+
+
+async def _upstream_state(upstream: Upstream) -> tuple[dict[str, object], str | None]:
+    """What /readyz shows of one engine, and why it is not ready (None when it answers)."""
+    url = shown_url(upstream.url)
+    entry: dict[str, object] = {"url": url, "models": sorted(upstream.models)}
+    supervisor = upstream.supervisor
+    if supervisor is not None:
+        entry.update(dataclasses.asdict(supervisor.status()))
+        if not supervisor.up:
+            entry["up"] = False
+            return entry, f"engine {url} down: {supervisor.reason or 'starting'}"
+    problem = await upstream.client.health()
+    entry["up"] = problem is None
+    return entry, None if problem is None else f"engine {url}: {problem}"
 
 
 __all__ = ["healthz", "readyz", "shown_url"]

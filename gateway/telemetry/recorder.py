@@ -128,14 +128,14 @@ class Recorder:
 
 
 def _request_attributes(record: RequestRecord) -> Attributes:
-    if record.model is None or record.operation not in ("chat", "text_completion"):
+    if record.model is None or record.operation not in ("chat", "text_completion", "embeddings"):
         # Refused before the body was read (auth, size): who and under which policy still matter.
         attrs: Attributes = {MENSHEN_CLIENT_ID: record.client_id}
         if record.policy_version is not None:
             attrs[MENSHEN_POLICY_VERSION] = record.policy_version
         return attrs
     return request_attributes(
-        operation="chat" if record.operation == "chat" else "text_completion",
+        operation=record.operation,
         model=record.model,
         max_tokens=record.max_tokens,
         temperature=record.temperature,
