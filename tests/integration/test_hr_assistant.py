@@ -4,7 +4,7 @@ The app registers as its own OAuth client (``gateway client add``), ingests the 
 all through ``examples.hr_assistant.main``. Ranking is only meaningful with embeddings that reflect content,
 so ``front`` puts a bag-of-words embedding function in front of the gateway: ``/v1/embeddings`` is answered
 there, everything else (token endpoint, chat) is relayed to the gateway unchanged. The ``gateway`` variant
-sends embeddings through Menshen's own ``/v1/embeddings`` to the fake engine; it runs once both exist.
+sends embeddings through Menshen's own ``/v1/embeddings`` to the fake engine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import pytest
 import yaml
 
 from gateway.cli import main as gateway_cli
-from gateway.policy.sections import ALL_ENDPOINTS
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
 from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
@@ -132,7 +131,7 @@ class _Front(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake() -> Iterator[FakeEngine]:
-    with FakeEngine(models=(CHAT, EMBED), default_script=Script.of(ANSWER)) as engine:
+    with FakeEngine(models=(CHAT,), embedding_models=(EMBED,), default_script=Script.of(ANSWER)) as engine:
         yield engine
 
 
@@ -145,12 +144,8 @@ HR_CLIENT: dict[str, Any] = {
 
 
 def _with_hr_client(clients: dict[str, Any]) -> None:
-    """The hr-assistant entry of the documented policy edit, where the bundle lacks it.
-
-    Until the policy schema knows the ``embeddings`` endpoint, the entry is cut to what it accepts.
-    """
-    endpoints = [e for e in HR_CLIENT["endpoints"] if e in ALL_ENDPOINTS]
-    clients["clients"].setdefault("hr-assistant", {**HR_CLIENT, "endpoints": endpoints})
+    """The hr-assistant entry of the documented policy edit, where the bundle lacks it."""
+    clients["clients"].setdefault("hr-assistant", HR_CLIENT)
 
 
 def _bundle(tmp_path: Path, limits: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -191,18 +186,10 @@ def front(gateway: RunningGateway) -> Iterator[str]:
     yield from _serve_front(gateway.url)
 
 
-def _has_embeddings(gateway: RunningGateway, fake: FakeEngine) -> bool:
-    routes = {route.path for route in gateway.app.routes}
-    engine = httpx.post(fake.url + "/v1/embeddings", json={"model": EMBED, "input": "x"}, timeout=10)
-    return "/v1/embeddings" in routes and engine.status_code == 200
-
-
 @pytest.fixture(params=["front", "gateway"])
-def menshen(request: pytest.FixtureRequest, gateway: RunningGateway, fake: FakeEngine) -> Iterator[str]:
+def menshen(request: pytest.FixtureRequest, gateway: RunningGateway) -> Iterator[str]:
     """The URL the app is given: the bag-of-words front, or the gateway itself."""
     if request.param == "gateway":
-        if not _has_embeddings(gateway, fake):
-            pytest.skip("Menshen's /v1/embeddings route or the fake engine's embeddings are not there yet")
         yield gateway.url
     else:
         yield from _serve_front(gateway.url)
@@ -379,7 +366,8 @@ def test_429_waits_for_retry_after_then_answers(app: App) -> None:
 @pytest.mark.parametrize("policies", ["1/minute"], indirect=True)
 def test_429_beyond_the_retries_is_one_line_and_exit_1(app: App) -> None:
     app.ingest()
-    app.run("ask", "--json", QUESTION)
+    # Uses up the one request a minute (through the gateway, ingest's embeddings already did).
+    app.run("--max-retries", "0", "ask", "--json", QUESTION)
     code, out, err = app.run("--max-retries", "0", "ask", "--json", QUESTION)
     assert code == 1
     assert out == ""
