@@ -484,6 +484,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
     p.add_argument("--model", action="append", dest="models", help="served model name (repeatable)")
+    p.add_argument(
+        "--embedding-model", action="append", dest="embedding_models", help="embedding model (repeatable)"
+    )
     p.add_argument("--api-key", default=None)
     p.add_argument("--rate", type=float, default=0.0, help="tokens/s per stream; 0 = as fast as possible")
     p.add_argument("--burst", type=int, default=1, help="at rate 0, chunks per stream per loop turn")
@@ -499,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     engine = FakeEngine(
         models=tuple(args.models or (DEFAULT_MODEL,)),
+        embedding_models=tuple(args.embedding_models or ()),
         api_key=args.api_key,
         default_script=Script.lorem(
             args.tokens, reasoning_tokens=args.reasoning_tokens, first_token_delay=args.first_token_delay
