@@ -372,10 +372,24 @@ def add_settings_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = f
             dest=f"setting_{opt.name}",
             default=None,
             # A list setting takes its flag more than once, as well as a comma-separated value.
-            action="append" if _is_list(opt.info) else "store",
+            action=_Repeatable if _is_list(opt.info) else "store",
             metavar=_metavar(opt.info),
             help=f"{opt.info.description or ''} [{opt.env}]",
         )
+
+
+class _Repeatable(argparse.Action):
+    """Each repeat of the flag adds to a comma-separated value, the form the variable takes too."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{before},{values}" if before else values)
 
 
 def _is_list(info: FieldInfo) -> bool:
@@ -391,7 +405,7 @@ def _metavar(info: FieldInfo) -> str:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """``load_settings`` with the flags ``add_settings_flags`` added; raises ``ConfigError``."""
     flags: dict[str, Any] = {
-        key.removeprefix("setting_"): ",".join(value) if isinstance(value, list) else value
+        key.removeprefix("setting_"): value
         for key, value in vars(args).items()
         if key.startswith("setting_") and value is not None
     }
