@@ -16,8 +16,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
+from gateway.app import AppParts
 from gateway.auth.keystore import KeyFile, mint_token, signing_key
+from gateway.telemetry import SPAN_ADMISSION, SPAN_AUTH, SPAN_INPUT_GUARD, Telemetry
 from tests.fakes.engine import FakeEngine
 from tests.harness import RunningGateway, gateway_settings, run_gateway, wait_for
 
@@ -225,3 +231,43 @@ def test_readyz_shows_every_engine(
     assert ready.status_code == 200
     shown = {(e["url"], tuple(e["models"]), e["up"]) for e in ready.json()["upstreams"]}
     assert shown == {(chat_engine.url, (CHAT,), True), (embed_engine.url, (EMBED,), True)}
+
+
+# --- spans, metrics and audit ----------------------------------------------------------------------------
+
+
+def test_spans_metrics_and_audit_in_the_chat_shapes(embed_engine: FakeEngine, tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    parts = AppParts(telemetry=Telemetry(provider))
+
+    def servers() -> list[ReadableSpan]:
+        return [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+
+    try:
+        with run_gateway(gateway_settings(tmp_path, embed_engine.url), parts) as gateway:
+            with openai.OpenAI(base_url=gateway.api, api_key="unused", max_retries=0) as sdk:
+                usage = sdk.embeddings.create(model=EMBED, input=["a", "b"]).usage
+                with pytest.raises(openai.BadRequestError):
+                    sdk.embeddings.create(model=EMBED, input="about project nightjar")
+            wait_for(lambda: len(servers()) == 2, within=5)
+            metrics = httpx.get(gateway.url + "/metrics", timeout=5).text
+            audit = gateway.settings.audit_path.read_text(encoding="utf-8")
+    finally:
+        provider.shutdown()
+    ok, blocked = servers()
+    attrs = dict(ok.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "embeddings"
+    assert attrs["gen_ai.request.model"] == EMBED
+    assert attrs["gen_ai.usage.input_tokens"] == usage.prompt_tokens
+    assert attrs["menshen.client_id"] == "anonymous"
+    names = {s.name for s in exporter.get_finished_spans() if s.context.trace_id == ok.context.trace_id}
+    assert names >= {SPAN_AUTH, SPAN_ADMISSION, SPAN_INPUT_GUARD, f"embeddings {EMBED}"}
+    (engine_span,) = [s for s in exporter.get_finished_spans() if s.name == f"embeddings {EMBED}"]
+    assert engine_span.kind == SpanKind.CLIENT
+    assert dict(blocked.attributes or {})["http.response.status_code"] == 400
+    assert 'menshen_requests_total{client="anonymous",route="/v1/embeddings",status="200"} 1.0' in metrics
+    assert 'route="/v1/embeddings",status="400"' in metrics
+    assert '"rule":"words.codenames"' in audit.replace(" ", "")
+    assert "nightjar" not in audit, "the audit trail holds no content"
