@@ -7,9 +7,13 @@ embedding model. Each request must land on the engine that serves its model.
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import struct
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +275,45 @@ def test_spans_metrics_and_audit_in_the_chat_shapes(embed_engine: FakeEngine, tm
     assert 'route="/v1/embeddings",status="400"' in metrics
     assert '"rule":"words.codenames"' in audit.replace(" ", "")
     assert "nightjar" not in audit, "the audit trail holds no content"
+
+
+class _StallingEngine(BaseHTTPRequestHandler):
+    """Lists one embedding model; holds every ``/v1/embeddings`` open until its client closes the connection."""
+
+    closed: threading.Event
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": [{"id": EMBED, "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.connection.settimeout(30)
+        with contextlib.suppress(OSError):
+            if self.connection.recv(1) == b"":  # the gateway closed its side
+                self.closed.set()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_client_disconnect_closes_the_engine_call(tmp_path: Path) -> None:
+    handler = type("Stalling", (_StallingEngine,), {"closed": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        # The engine timeout is far off: only the client's going away can close the engine call in time.
+        with run_gateway(gateway_settings(tmp_path, url, first_token_timeout=120.0)) as gateway:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(gateway.api + "/embeddings", json={"model": EMBED, "input": "x"}, timeout=1.0)
+            wait_for(handler.closed.is_set, within=20)
+    finally:
+        server.shutdown()
+        server.server_close()
