@@ -144,13 +144,11 @@ def server_config(
 
 
 def run_server(settings: Settings) -> int:
-    """``gateway serve``: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid."""
-    signals = StopSignals().install()
-    if settings.server.workers > 1:
-        from gateway.workers import run_workers  # it builds on this module
+    """``gateway serve`` in one process: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid.
 
-        configure_logging_for(settings)
-        return run_workers(settings, signals)
+    With ``--workers N`` (N > 1) the CLI runs ``gateway.workers.run_node`` instead, which builds on this module.
+    """
+    signals = StopSignals().install()
     prepared = prepare(settings)
     if prepared is None:
         return 2
