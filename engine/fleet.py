@@ -20,7 +20,7 @@ from engine.profiles import (
     Role,
     get_profile,
     merge_args,
-    split_overrides,
+    split_overrides_lenient,
 )
 from engine.supervisor import ENGINE_LOGGER, EngineSupervisor
 from engine.supervisor_config import SupervisorConfig, SupervisorConfigError
@@ -40,11 +40,10 @@ def profile_configs(
     base = template or SupervisorConfig()
     try:
         resolved = get_profile(profile) if isinstance(profile, str) else profile
-        by_role = split_overrides(resolved, overrides)
     except ProfileError as exc:
         raise SupervisorConfigError(list(exc.problems)) from None
+    by_role, problems = split_overrides_lenient(resolved, overrides)
     configs: list[SupervisorConfig] = []
-    problems: list[str] = []
     for role, engine_overrides in by_role.items():
         try:
             configs.append(
@@ -74,7 +73,7 @@ def _gpu_share_problems(profile: EngineProfile, configs: Sequence[SupervisorConf
     detail = ", ".join(f"{role} {share:g}" for role, share in shares.items())
     return [
         f"the engines of profile {profile.name} share one GPU but their gpu-memory-utilization adds up "
-        f"to {sum(shares.values()):g} ({detail}); lower one, e.g. --engine-arg embeddings:gpu-memory-utilization=0.1"
+        f"to {sum(shares.values()):g} ({detail}); lower one with --engine-arg ROLE:gpu-memory-utilization=VALUE"
     ]
 
 

@@ -351,6 +351,16 @@ def split_overrides(
 
     Raises ``ProfileError`` listing every override that names a role the profile has no engine for.
     """
+    by_role, problems = split_overrides_lenient(profile, overrides)
+    if problems:
+        raise ProfileError(problems)
+    return by_role
+
+
+def split_overrides_lenient(
+    profile: EngineProfile, overrides: Overrides | None = None
+) -> tuple[dict[Role, dict[str, ArgValue]], list[str]]:
+    """Like ``split_overrides``, but returns the problems beside what could be split, to report all."""
     by_role: dict[Role, dict[str, ArgValue]] = {role: {} for role in profile.roles}
     problems: list[str] = []
     for raw_name, value in (overrides or {}).items():
@@ -364,6 +374,4 @@ def split_overrides(
             )
         else:
             by_role[target][name if sep else raw_name] = value
-    if problems:
-        raise ProfileError(problems)
-    return by_role
+    return by_role, problems

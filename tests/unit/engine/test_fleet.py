@@ -56,8 +56,13 @@ def test_every_problem_of_every_engine_is_reported_at_once() -> None:
         "embeddings engine: port is set by the supervisor and cannot be overridden",
         "embeddings engine: max-model-len must be an integer, got 'lots'",
     )
-    with pytest.raises(SupervisorConfigError, match="profile cpu-demo has no 'guard' engine"):
-        profile_configs("cpu-demo", {"guard:model": "/m"})
+    # A role the profile lacks does not hide the problems of the engines it has.
+    with pytest.raises(SupervisorConfigError) as info:
+        profile_configs("cpu-demo", {"guard:model": "/m", "embeddings:max-model-len": 512})
+    assert info.value.problems == (
+        "'guard:model': profile cpu-demo has no 'guard' engine; its engines: chat, embeddings",
+        "embeddings engine: max-model-len must be between 1 and 256 for all-minilm-l6-v2, got 512",
+    )
     with pytest.raises(SupervisorConfigError, match="unknown engine profile 'llama'"):
         profile_configs("llama")
 
