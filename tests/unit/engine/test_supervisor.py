@@ -285,6 +285,14 @@ def test_config_rejects_unknown_profile_and_hostname() -> None:
     assert isinstance(ProfileError(["x"]), ValueError)
 
 
+def test_config_runs_one_engine_of_the_profile_by_role() -> None:
+    assert SupervisorConfig().engine().role == "chat"
+    assert SupervisorConfig(role="embeddings").engine().served_model_name == "all-minilm-l6-v2"
+    with pytest.raises(SupervisorConfigError) as info:
+        SupervisorConfig(role="guard", overrides={"max-model-len": 1})
+    assert info.value.problems == ("profile cpu-demo has no 'guard' engine; its engines: chat, embeddings",)
+
+
 @contextlib.contextmanager
 def _supervisor_process(state_dir: Path, mode: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A supervisor in its own process (run_supervisor.py) with its engine up: (process, engine pid)."""
