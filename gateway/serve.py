@@ -84,7 +84,7 @@ def prepare(
     ``headers`` go on every response (uvicorn adds them when it starts one: nothing per chunk).
     """
     parts = parts or AppParts()
-    configure_logging_for(settings, [parts.engine_api_key])
+    configure_logging_for(settings, [parts.engine_api_key, *(sup.api_key for sup in parts.supervisors)])
     try:
         telemetry = Telemetry(setup_tracing("menshen"))
     except TracingConfigError as exc:
