@@ -12,49 +12,15 @@ that ask for them.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import threading
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 
 from engine import EngineSupervisor, Role, SupervisorConfig
+from tests.support.e2e import ENGINE_START_TIMEOUT_S, LoopThread
 
-T = TypeVar("T")
 # Start-up takes 35-60 s on an idle 2-core machine and several minutes on a busy one.
-ENGINE_START_TIMEOUT_S = 900.0
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run`` executes a coroutine there and returns its result."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="engine-supervisor-loop", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self.run(self._cancel_leftovers(), timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    @staticmethod
-    async def _cancel_leftovers() -> None:
-        current = asyncio.current_task()
-        leftovers = [task for task in asyncio.all_tasks() if task is not current]
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")

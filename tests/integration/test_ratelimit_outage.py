@@ -24,7 +24,7 @@ from gateway.ratelimit import (
     RateLimited,
     RateLimiter,
 )
-from tests.unit.ratelimit.support import (
+from tests.support.redis import (
     REDIS_URL,
     RedisProxy,
     free_port,

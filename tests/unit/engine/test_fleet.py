@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from engine import EngineFleet, EngineStartError, SupervisorConfig, SupervisorConfigError, profile_configs
-from tests.unit.engine.support import FAKE_ENGINE, pid_alive, read_runs
+from tests.support.processes import FAKE_ENGINE, pid_alive, read_runs
 
 
 def _template(tmp_path: Path, state_dir: Path, **env: str) -> SupervisorConfig:

@@ -27,8 +27,14 @@ from engine import (
     prepare_demo_model,
 )
 from engine.profiles import ProfileError
-from tests.unit.engine.conftest import MakeConfig
-from tests.unit.engine.support import kill_quietly, pid_alive, read_runs, wait_until, wait_until_sync
+from tests.support.processes import (
+    MakeConfig,
+    kill_quietly,
+    pid_alive,
+    read_runs,
+    wait_until,
+    wait_until_sync,
+)
 
 
 async def test_start_serves_on_loopback_with_internal_key(
