@@ -23,7 +23,8 @@ import redis
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.support.gateway import RunningGateway, free_port, gateway_settings, run_gateway, wait_for
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.ports import free_port
 from tests.support.redis import REDIS_URL
 from tests.support.replicas import (
     ANONYMOUS_BASE,

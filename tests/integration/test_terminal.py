@@ -22,7 +22,8 @@ import pytest
 
 from gateway.up import ENGINE_COMMAND_ENV
 from tests.fakes.engine import FakeEngine
-from tests.support.gateway import REPO, free_port
+from tests.support.gateway import REPO
+from tests.support.ports import free_port
 from tests.support.processes import FAKE_ENGINE, pid_alive, read_runs, wait_until_sync
 
 START_TIMEOUT_S = 90.0  # cold imports on a shared 2-core machine

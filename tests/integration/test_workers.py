@@ -24,7 +24,8 @@ from gateway.settings import ConfigError, load_settings
 from gateway.up import ENGINE_COMMAND_ENV
 from gateway.workers import WORKER_HEADER
 from tests.fakes.engine import DEFAULT_MODEL, FakeEngine
-from tests.support.gateway import DEFAULT_POLICIES, REPO, free_port
+from tests.support.gateway import DEFAULT_POLICIES, REPO
+from tests.support.ports import free_port
 from tests.support.processes import FAKE_ENGINE, pid_alive, wait_until_sync
 
 START_TIMEOUT_S = 120.0  # two cold interpreters on a shared 2-core machine
