@@ -370,7 +370,9 @@ def test_paraphrased_loop_corpus_is_cut(fake_engine: FakeEngine, client: openai.
     assert released == text[: ext["offset"]]
     ends = case["ends"]
     assert ends[1] < ext["offset"] <= ends[case["caught_by"] - 1] + 2
-    wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
+    wait_for(
+        lambda: fake_engine.aborted_total == 1, within=5.0
+    )  # the cut, not its timing, is under test here
 
 
 @pytest.mark.parametrize("name", _CLEAN)
