@@ -628,13 +628,14 @@ def test_blocked_word_in_arguments_split_a_character_a_chunk_never_leaks(
 ) -> None:
     """A block rule, and a mask rule (which acts as a block inside JSON), one character per chunk."""
     args = json.dumps({"note": f"about {planted} today"})
-    t = make(guarded(snapshot))
+    pipeline = guarded(snapshot)
+    t = make(pipeline)
     evs = run(t, tool_stream(("save_note", list(args))))
     released = arguments(evs, 0)
     assert planted[:4] not in released and args.startswith(released)
     assert finishes(evs) == ["content_filter"]
     assert t.stop is not None and t.stop.finish_reason == "content_filter"
-    decision = next(d for d in t._pipeline.decisions if d.action == "block")
+    decision = next(d for d in pipeline.decisions if d.action == "block")
     assert decision.where == "tool_arguments"
 
 
