@@ -279,3 +279,20 @@ def test_a_large_response_schema_is_400(fake_engine: FakeEngine, client: openai.
             model=MODEL, messages=[{"role": "user", "content": "hi"}], response_format=fmt
         )
     assert (_error(info)["code"], _error(info)["param"]) == ("tools_limit", "response_format")
+
+
+def test_a_mask_inside_history_arguments_stays_in_the_string(
+    fake_engine: FakeEngine, client: openai.OpenAI
+) -> None:
+    """The e-mail rule masks inside a JSON string value of a past call's arguments; the engine gets valid JSON."""
+    fake_engine.scripts["hist"] = Script.of("Sent.")
+    arguments = json.dumps({"to": "jane.doe@example.com", "n": 1})
+    call = {"id": "call_1", "type": "function", "function": {"name": "send", "arguments": arguments}}
+    messages: list[Any] = [
+        {"role": "user", "content": "[[script:hist]] mail Jane"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+    ]
+    client.chat.completions.create(model=MODEL, messages=messages, tools=[_tool("send")])
+    sent = fake_engine.last_request.json["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent) == {"to": "*" * len("jane.doe@example.com"), "n": 1}
