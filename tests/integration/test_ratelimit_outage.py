@@ -24,10 +24,10 @@ from gateway.ratelimit import (
     RateLimited,
     RateLimiter,
 )
-from tests.unit.ratelimit.support import (
+from tests.support.ports import free_port
+from tests.support.redis import (
     REDIS_URL,
     RedisProxy,
-    free_port,
     redis_keys,
     redis_state,
 )

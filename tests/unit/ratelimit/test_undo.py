@@ -18,8 +18,7 @@ from gateway.ratelimit._memory import MemoryStore
 from gateway.ratelimit._plan import Outcome, Plan, compile_plan
 from gateway.ratelimit._redis import UNDO_TTL_FLOOR_MS, RedisStore
 from gateway.ratelimit._store import AdmissionCancelled, client_base, lease_key, undo_key
-
-from .support import REDIS_URL, RedisProxy, redis_keys, redis_state
+from tests.support.redis import REDIS_URL, RedisProxy, redis_keys, redis_state
 
 pytestmark = pytest.mark.redis
 

@@ -24,7 +24,7 @@ from gateway.relay.endpoints import CHAT, COMPLETIONS, Endpoint
 from gateway.relay.tool_stream import ToolCallOrderError
 from gateway.relay.transcoder import Transcoder, UpstreamStreamError
 from tests.fakes import wire
-from tests.harness import DEFAULT_POLICIES
+from tests.support.gateway import DEFAULT_POLICIES
 
 ENGINE_ID, CREATED, ENGINE_MODEL = "chatcmpl-9f0c2d1e3a4b5c6d", 1765000000, "/models/qwen3"
 MODEL = "qwen3-8b"  # the name the client asked for

@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.harness import DEFAULT_POLICIES, REPO, free_port
-from tests.unit.ratelimit.support import RedisProxy
+from tests.support.gateway import DEFAULT_POLICIES, REPO
+from tests.support.ports import free_port
+from tests.support.redis import RedisProxy
 
 # With --auth none every request is the `anonymous` client; the limiter keys it under its default prefix.
 ANONYMOUS_BASE = "menshen:rl:{anonymous}:"

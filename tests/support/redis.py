@@ -10,7 +10,6 @@ import asyncio
 import multiprocessing
 import multiprocessing.synchronize
 import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 
@@ -69,13 +68,6 @@ async def purge(prefix: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released): connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
