@@ -20,7 +20,7 @@ import yaml
 from gateway.protocol import LOGPROBS_REFUSED
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script, ToolCallPiece
-from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
+from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
 
 MODEL = "qwen3-8b"
 CODENAME = "project nightjar"  # policies/default/lists/codenames.txt, rule words.codenames (block)

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make `tests.perf` importable
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script, ToolCallPiece
 from tests.perf._bench_common import (
+    MODEL,
     Conn,
     bench_policies,
     chat_body,
@@ -86,7 +87,7 @@ def main() -> None:
     }
     tmp = Path(tempfile.mkdtemp(prefix="menshen-bench-tools-"))
     policies = bench_policies(tmp / "policies", passthrough=False)
-    with FakeEngine(models=("qwen3-8b",), scripts=scripts) as fake:
+    with FakeEngine(models=(MODEL,), scripts=scripts) as fake:
         port = fake.port
         requests = {
             "content": chat_body(stream=True, prompt="[[script:content]] go"),

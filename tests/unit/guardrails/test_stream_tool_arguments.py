@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.guardrails import CompiledGuardrails
-from tests.unit.guardrails.conftest import Build, stream
+from tests.support.guardrails import Build, stream
 
 RULES = [
     {"id": "w.block", "category": "violence", "action": "block", "words": ["forbidden demo"]},

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from gateway.policy import load_bundle
 from gateway.policy.sections import ALL_WHERE, GenerationSection, LoopsSection, WordRule
-from tests.harness import DEFAULT_POLICIES
+from tests.support.gateway import DEFAULT_POLICIES
 
 
 def test_tool_arguments_is_a_where_value_and_the_default_of_rules_and_loops() -> None:
