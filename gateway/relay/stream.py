@@ -127,6 +127,9 @@ class Relay:
         if endpoint.chat:
             assembler = transcoder.tools.assembler
             calls = assembler.calls() if assembler else None
+            if calls and transcoder.tools.cut_open:
+                calls.pop()  # cut inside its arguments: never hand a client half a call to run
+                calls = calls or None
             # as vLLM: beside tool calls, content is null unless the model wrote some
             message = OutMessage(
                 role="assistant",

@@ -79,6 +79,11 @@ class ToolCallRelay:
                     )
         return out
 
+    @property
+    def cut_open(self) -> bool:
+        """The stream stopped inside a call's arguments (that call is incomplete)."""
+        return self._current >= 0 and self._pipeline.stopped is not None
+
     def close(self) -> list[OutToolCallDelta]:
         """The stream is ending: the open call's held-back tail, once checked."""
         out: list[OutToolCallDelta] = []
@@ -93,6 +98,8 @@ class ToolCallRelay:
         released = self._pipeline.finish("tool_arguments").text
         if released:
             self._emit(out, OutToolCallDelta(index=index, function=OutFunctionDelta(arguments=released)))
+        if self._pipeline.stopped is not None:
+            self._current = index  # stopped in this call's tail: it stays incomplete
 
     def _cut(self) -> None:
         pipeline = self._pipeline

@@ -296,3 +296,16 @@ def test_a_mask_inside_history_arguments_stays_in_the_string(
     client.chat.completions.create(model=MODEL, messages=messages, tools=[_tool("send")])
     sent = fake_engine.last_request.json["messages"][1]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(sent) == {"to": "*" * len("jane.doe@example.com"), "n": 1}
+
+
+def test_a_non_streamed_answer_cut_inside_a_call_drops_that_call(
+    fake_engine: FakeEngine, client: openai.OpenAI
+) -> None:
+    leak = ToolCallPiece("search", tuple(json.dumps({"query": f"{CODENAME} status"})))
+    messages = _messages(fake_engine, "cut", Script.calling(_weather(), leak))
+    result = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS)
+    choice = result.choices[0]
+    assert choice.finish_reason == "content_filter"
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [("get_weather", WEATHER_ARGS)]
+    assert "nightjar" not in result.model_dump_json()

@@ -700,3 +700,10 @@ def test_a_call_resumed_after_the_next_started_is_malformed() -> None:
     t = make()
     with pytest.raises(ToolCallOrderError):
         t.feed([role(), call_start(0, "a"), call_start(1, "b"), call_args(0, "{}")])
+
+
+def test_a_block_in_a_calls_held_back_tail_leaves_it_cut_open(snapshot: PolicySnapshot) -> None:
+    """The codename completes only when the next call starts (its tail is checked then): still a cut call."""
+    t = make(guarded(snapshot), collect=True)
+    run(t, tool_stream(("a", ['{"x": "project nightjar']), ("b", ["{}"])))
+    assert t.finish_reason == "content_filter" and t.tools.cut_open
