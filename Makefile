@@ -20,8 +20,8 @@ check: install redis lint typecheck
 	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway engine tests
-	$(BIN)/ruff format --check gateway engine tests
+	$(BIN)/ruff check gateway engine examples tests
+	$(BIN)/ruff format --check gateway engine examples tests
 	$(BIN)/gateway policy check policies/default
 	$(BIN)/gateway policy test policies/default
 

@@ -10,19 +10,31 @@ def frame(payload: bytes) -> bytes:
 
 
 class SSEDecoder:
-    """Splits a byte stream into the ``data`` payloads of its events, across arbitrary read boundaries."""
+    """Splits a byte stream into the ``data`` payloads of its events, across arbitrary read boundaries.
 
-    __slots__ = ("_buf",)
+    Line endings (CRLF, CR, LF) are normalised as the bytes arrive. A read ending in CR ends its line at once;
+    an LF opening the next read is then the second half of that CRLF and is dropped, not counted again.
+    """
+
+    __slots__ = ("_after_cr", "_buf")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._after_cr = False
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._after_cr and data:
+            self._after_cr = False
+            if data.startswith(b"\n"):
+                data = data[1:]
+        if data.endswith(b"\r"):
+            self._after_cr = True
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + data if self._buf else data
-        if b"\n\n" not in buf and b"\r\n\r\n" not in buf:
+        if b"\n\n" not in buf:
             self._buf = buf
             return []
-        buf = buf.replace(b"\r\n", b"\n")
         *events, self._buf = buf.split(b"\n\n")
         out: list[bytes] = []
         for event in events:

@@ -1,68 +1,77 @@
-"""Step 5, the input guard: every prompt text scanned before the engine is called.
+"""Step 5, the input guard: every text of the request scanned before the engine is called.
 
-A block ends the request with 400 ``content_filter`` naming the rule; a mask rewrites the text in the
-request itself, so the one upstream body built afterwards carries the masked text. The scan's decisions go
-to the record as they are, and to the span as events (rule and offsets, never the text).
+The texts are the ones the wire types list (``gateway.protocol.guard_texts``): message contents, tool results,
+assistant tool-call arguments, tool descriptions and parameter schemas, completion prompts. A block ends the
+request with 400 ``content_filter`` naming the rule and, as ``param``, where the text sits. A mask rewrites the
+text in the request itself, so the one upstream body built afterwards carries the masked text; a mask that
+would break a tool's JSON parameter schema, or the JSON arguments of a tool call in the history (vLLM parses
+them), acts as a block. The scan's decisions go to the record as they
+are, and to the span as events (rule and offsets, never the text).
 """
 
 from __future__ import annotations
 
+import msgspec
+
 from gateway.errors import ContentFiltered
-from gateway.protocol import AnyRequest, CompletionRequest, TextPart
+from gateway.guardrails.pipeline import Decision
+from gateway.protocol import apply_guard_texts, guard_texts
 from gateway.relay.admission import AdmittedRequest
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.spans import SPAN_INPUT_GUARD, add_decision_event, phase
 
 
 def guard_input(admitted: AdmittedRequest, record: RequestRecord) -> None:
-    """Scan the prompt; raise ``ContentFiltered`` on a block, mask the request in place on a mask."""
+    """Scan the request's texts; raise ``ContentFiltered`` on a block, mask the request in place on a mask."""
     guard = admitted.snapshot.guardrails
+    mask_char = admitted.snapshot.bundle.guardrails.mask_char
     request = admitted.request
     with phase(SPAN_INPUT_GUARD) as span:
-        texts = prompt_parts(request)
-        changed = False
-        for index, text in enumerate(texts):
-            if not text:
+        slots = guard_texts(request)
+        texts = [slot.text for slot in slots]
+        masked_by: Decision | None = None
+        for index, slot in enumerate(slots):
+            if not slot.text:
                 continue
-            verdict = guard.scan(text, "input", admitted.client_id)
+            verdict = guard.scan(slot.text, "input", admitted.client_id)
             for decision in verdict.hits:
                 record.decisions.append(decision)
                 add_decision_event(span, decision)
             blocking = verdict.blocking()
             if blocking is not None:
-                raise ContentFiltered(blocking.rule, blocking.category, param=admitted.endpoint.prompt_param)
-            if verdict.action == "mask" and verdict.text != text:
+                raise ContentFiltered(blocking.rule, blocking.category, param=slot.where)
+            if verdict.action == "mask" and verdict.text != slot.text:
+                masks = [d for d in verdict.hits if d.action == "mask" and d.mode == "enforce"]
+                if slot.kind == "tool_call_arguments" and not masks_kept_json(
+                    slot.text, verdict.text, [(d.start, d.end) for d in masks], mask_char
+                ):
+                    raise ContentFiltered(masks[0].rule, masks[0].category, param=slot.where)
                 texts[index] = verdict.text
-                changed = True
-        if changed:
-            apply_parts(request, texts)
+                masked_by = masked_by or next(d for d in verdict.hits if d.action == "mask")
+        if masked_by is not None:
+            try:
+                apply_guard_texts(request, texts)
+            except ValueError:  # a mask inside a tool's JSON schema broke it: the rule acts as a block
+                raise ContentFiltered(masked_by.rule, masked_by.category, param="tools") from None
 
 
-def prompt_parts(request: AnyRequest) -> list[str]:
-    """Every prompt text, in order: the completion prompt, or each message's content or content parts."""
-    if isinstance(request, CompletionRequest):
-        return request.prompt_text()
-    parts: list[str] = []
-    for message in request.messages:
-        if isinstance(message.content, list):
-            parts.extend(part.text for part in message.content)
-        else:
-            parts.append(message.content or "")
-    return parts
+# Characters JSON may use outside a string value: a mask character among them proves nothing.
+_JSON_BARE = frozenset('0123456789+-.eEtrufalsn{}[],:" \t\r\n\\')
 
 
-def apply_parts(request: AnyRequest, texts: list[str]) -> None:
-    """Put ``texts`` (as ``prompt_parts`` listed them) back into the request."""
-    if isinstance(request, CompletionRequest):
-        request.prompt = texts[0]
-        return
-    it = iter(texts)
-    for message in request.messages:
-        if isinstance(message.content, list):
-            message.content = [TextPart(next(it)) for _ in message.content]
-        else:
-            value = next(it)
-            message.content = value if message.content is not None else None
+def masks_kept_json(text: str, masked: str, spans: list[tuple[int, int]], mask_char: str) -> bool:
+    """True when every masked span of the JSON ``text`` lies inside a string value.
+
+    Spans without a quote or backslash leave every string's bounds where they were, so a mask character JSON
+    allows only inside strings makes ``masked`` parse exactly when each span sat inside a string (a span that
+    split an escape sequence does not parse either)."""
+    if mask_char in _JSON_BARE or any('"' in text[a:b] or "\\" in text[a:b] for a, b in spans):
+        return False
+    try:
+        msgspec.json.decode(masked)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
-__all__ = ["apply_parts", "guard_input", "prompt_parts"]
+__all__ = ["guard_input", "masks_kept_json"]

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from tests.fakes import wire
     from tests.fakes.engine import DEFAULT_MODEL, FakeEngine
     from tests.fakes.generation import RequestRecord
-    from tests.fakes.script import Piece, Script
+    from tests.fakes.script import Piece, Script, ToolCallPiece
 
 _WHERE = {
     "DEFAULT_MODEL": "tests.fakes.engine",
@@ -20,6 +20,7 @@ _WHERE = {
     "RequestRecord": "tests.fakes.generation",
     "Piece": "tests.fakes.script",
     "Script": "tests.fakes.script",
+    "ToolCallPiece": "tests.fakes.script",
 }
 
 
@@ -31,4 +32,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["DEFAULT_MODEL", "FakeEngine", "Piece", "RequestRecord", "Script", "wire"]
+__all__ = ["DEFAULT_MODEL", "FakeEngine", "Piece", "RequestRecord", "Script", "ToolCallPiece", "wire"]

@@ -37,6 +37,7 @@ from tests.fakes.script import (
     plan,
     script_tag,
 )
+from tests.fakes.vectors import embed, to_base64
 
 DEFAULT_MODEL: Final = "Qwen/Qwen3-8B"
 _METRICS_CONTENT_TYPE: Final = "text/plain; version=1.0.0; charset=utf-8"
@@ -58,6 +59,8 @@ class FakeEngine:
         self,
         *,
         models: Sequence[str] = (DEFAULT_MODEL,),
+        embedding_models: Sequence[str] = (),
+        embedding_dim: int = 384,
         api_key: str | None = None,
         default_script: Script | None = None,
         scripts: Mapping[str, Script] | None = None,
@@ -72,9 +75,12 @@ class FakeEngine:
         port: int = 0,
         record_limit: int = 1000,
     ) -> None:
-        if not models:
+        if not models and not embedding_models:
             raise ValueError("at least one served model name is needed")
         self.models = tuple(models)
+        # served by the pooling runner (--runner pooling): /v1/embeddings only
+        self.embedding_models = tuple(embedding_models)
+        self.embedding_dim = embedding_dim
         self.api_key = api_key
         self.default_script = default_script or Script.of("Hello from the fake engine.")
         self.scripts: dict[str, Script] = dict(scripts or {})
@@ -84,7 +90,7 @@ class FakeEngine:
         self.reasoning_parser = reasoning_parser
         self.system_fingerprint = system_fingerprint
         self.max_model_len = max_model_len
-        self.root = root or self.models[0]
+        self.root = root or self.served[0]
         self.host = host
         self.port = port
         self.requests: deque[RequestRecord] = deque(maxlen=record_limit)
@@ -93,6 +99,11 @@ class FakeEngine:
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread_stop: asyncio.Event | None = None
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every model name the fake serves, generation models first."""
+        return self.models + self.embedding_models
 
     # -- observability ------------------------------------------------------------------------------------
     @property
@@ -238,6 +249,7 @@ class FakeEngine:
             "/v1/models": ("GET", self._models),
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
+            "/v1/embeddings": ("POST", self._embeddings),
         }
         if path not in routes:
             raise _RequestError(404, b'{"detail":"Not Found"}')
@@ -268,7 +280,7 @@ class FakeEngine:
 
     # -- /v1/models ---------------------------------------------------------------------------------------
     async def _models(self, req: Request, ex: Exchange, record: RequestRecord | None) -> None:
-        body = wire.model_list(self.models, self.root, self.max_model_len, wire.now())
+        body = wire.model_list(self.served, self.root, self.max_model_len, wire.now())
         await ex.send(200, wire.encode(body))
 
     # -- generation ---------------------------------------------------------------------------------------
@@ -306,10 +318,17 @@ class FakeEngine:
             )
             raise _RequestError(400, wire.error_body(message, 400, "Bad Request", f"body.{required}"))
         model = body.get("model")
-        if model and model not in self.models:
-            message = f"The model `{model}` does not exist. Valid aliases: {', '.join(self.models)}."
+        if model and model not in self.served:
+            message = f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served)}."
             raise _RequestError(404, wire.error_body(message, 404, "NotFoundError", "model"))
         return body
+
+    def _require_runner(self, body: dict[str, Any], embedding: bool, api: str) -> None:
+        """A model served by the other runner: vLLM has no handler for the route and answers 501."""
+        names = self.embedding_models if embedding else self.models
+        if str(body.get("model") or self.served[0]) not in names:
+            message = f"The model does not support {api} API"
+            raise _RequestError(501, wire.error_body(message, 501, "NotImplementedError"))
 
     def _pick_script(self, text: str, record: RequestRecord | None) -> Script:
         name = script_tag(text)
@@ -327,6 +346,7 @@ class FakeEngine:
 
     async def _chat(self, req: Request, ex: Exchange, record: RequestRecord | None) -> None:
         body = self._parse_generation(req, "messages")
+        self._require_runner(body, embedding=False, api="Chat Completions")
         messages = body["messages"]
         if not isinstance(messages, list):
             raise _RequestError(
@@ -337,6 +357,7 @@ class FakeEngine:
 
     async def _completions(self, req: Request, ex: Exchange, record: RequestRecord | None) -> None:
         body = self._parse_generation(req, "prompt")
+        self._require_runner(body, embedding=False, api="Completions")
         prompt = body["prompt"]
         if isinstance(prompt, list):
             if all(isinstance(t, int) for t in prompt):
@@ -367,7 +388,8 @@ class FakeEngine:
             message = script.error_message or "Injected error"
             raise _RequestError(script.http_status, wire.error_body(message, script.http_status))
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        the_plan = plan(script, max_tokens if isinstance(max_tokens, int) else None)
+        named_tool = isinstance(body.get("tool_choice"), dict)
+        the_plan = plan(script, max_tokens if isinstance(max_tokens, int) else None, named_tool)
         prefix = "chatcmpl-" if chat else "cmpl-"
         run = Generation(
             stats=self._stats,
@@ -399,9 +421,36 @@ class FakeEngine:
         finally:
             stats.running -= 1
 
+    # -- /v1/embeddings -----------------------------------------------------------------------------------
+    async def _embeddings(self, req: Request, ex: Exchange, record: RequestRecord | None) -> None:
+        body = self._parse_generation(req, "input")
+        self._require_runner(body, embedding=True, api="Embeddings")
+        model = str(body.get("model") or self.served[0])
+        raw = body["input"]
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise _RequestError(400, wire.error_body("fake engine: only text inputs are served", 400))
+        dimensions = body.get("dimensions")
+        if dimensions is not None and not (
+            isinstance(dimensions, int) and 1 <= dimensions <= self.embedding_dim
+        ):
+            message = f"Model {model!r} only supports dimensions in range [1, {self.embedding_dim}], got {dimensions}."
+            raise _RequestError(400, wire.error_body(message, 400, "BadRequestError"))
+        vectors = [embed(text, self.embedding_dim, dimensions) for text in texts]
+        encoded: list[list[float] | str] = list(vectors)
+        if body.get("encoding_format") == "base64":
+            encoded = [to_base64(v) for v in vectors]
+        # a BERT tokenizer adds [CLS] and [SEP] to each input
+        prompt_tokens = sum(count_tokens(text) + 2 for text in texts)
+        self._stats.prompt_tokens += prompt_tokens
+        answer = wire.embedding_response(
+            f"embd-{wire.random_uuid()}", wire.now(), model, encoded, prompt_tokens
+        )
+        await ex.send(200, wire.encode(answer))
+
     # -- /metrics -----------------------------------------------------------------------------------------
     def _metrics_text(self) -> str:
-        labels = f'engine="0",model_name="{self.models[0]}"'
+        labels = f'engine="0",model_name="{self.served[0]}"'
         s = self._stats
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
@@ -422,7 +471,7 @@ class FakeEngine:
         for reason in ("stop", "length", "abort", "error", "repetition"):
             lines.append(
                 f'vllm:request_success_total{{engine="0",finished_reason="{reason}",'
-                f'model_name="{self.models[0]}"}} {float(s.finished[reason])}'
+                f'model_name="{self.served[0]}"}} {float(s.finished[reason])}'
             )
         return "\n".join(lines) + "\n"
 

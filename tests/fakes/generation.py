@@ -65,11 +65,13 @@ class Generation:
     prompt_tokens: int
     sent_tokens: int = 0
     done: bool = False
+    tool_call_ids: tuple[str, ...] = ()
     _content: wire.TextChunkEncoder | None = None
     _reasoning: wire.TextChunkEncoder | None = None
 
     def __post_init__(self) -> None:
         cid, created, model, s = self.chunk_id, self.created, self.model, wire.SENTINEL
+        self.tool_call_ids = tuple(wire.tool_call_id() for _ in self.plan.tool_calls)
         if self.chat:
             self._content = wire.TextChunkEncoder(wire.chat_delta_chunk(cid, created, model, {"content": s}))
             self._reasoning = wire.TextChunkEncoder(
@@ -112,7 +114,8 @@ class Generation:
 
     def _delta(self, piece: Piece | None) -> dict[str, Any]:
         if piece is None:  # the end-of-sequence token decodes to nothing
-            return {} if self.reasoning_parser else {"content": ""}
+            # the reasoning and tool parsers return no delta for it; without them the text is ""
+            return {} if self.reasoning_parser or self.plan.tool_calls else {"content": ""}
         if piece.reasoning and self.reasoning_parser:
             return wire.delta(reasoning=piece.text)
         return wire.delta(content=piece.text)
@@ -164,6 +167,7 @@ class Generation:
             elif i > 0 and i % self.burst == 0:
                 await asyncio.sleep(0)  # as fast as possible, yet interleaved with the other streams
             if i == last:
+                await self._emit_tool_calls()
                 await self._emit(self._finish_chunk(piece, fingerprint))
             else:
                 assert piece is not None  # only the last token may be the EOS
@@ -187,6 +191,18 @@ class Generation:
         await ex.write(wire.DONE)
         await ex.end_stream()
         self._finish(pl.finish_reason)
+
+    async def _emit_tool_calls(self) -> None:
+        """The hermes parser's deltas: per call, the name first, then one delta per argument fragment."""
+        cid, created, model = self.chunk_id, self.created, self.model
+        for index, (call_id, call) in enumerate(zip(self.tool_call_ids, self.plan.tool_calls, strict=True)):
+            await self._emit(
+                wire.chat_delta_chunk(cid, created, model, wire.tool_call_start(index, call_id, call.name))
+            )
+            for fragment in call.fragments:
+                delta = wire.tool_call_arguments(index, fragment)
+                await self._emit(wire.chat_delta_chunk(cid, created, model, delta))
+            self.sent_tokens += 1 + len(call.fragments)
 
     async def _stream_error(self) -> None:
         message = self.script.error_message or "Internal server error"
@@ -219,16 +235,21 @@ class Generation:
             reasoning: str | None = None
             if self.reasoning_parser:
                 reasoning = "".join(p.text for p in pl.pieces if p.reasoning) or None
+            calls = [
+                wire.tool_call(call_id, call.name, call.arguments)
+                for call_id, call in zip(self.tool_call_ids, pl.tool_calls, strict=True)
+            ]
             body = wire.chat_completion(
                 self.chunk_id,
                 self.created,
                 self.model,
-                content if content or reasoning is None else None,
+                content if content or (reasoning is None and not calls) else None,
                 reasoning,
                 pl.finish_reason,
                 pl.stop_reason,
                 self._usage(full=True),
                 fp,
+                calls,
             )
         else:
             text = "".join(p.text for p in pl.pieces)

@@ -7,6 +7,7 @@ and no stop string, as Qwen3's ``<|im_end|>`` is counted in vLLM's ``completion_
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,18 @@ class Piece:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallPiece:
+    """One tool call the model makes: its name, then its JSON arguments in the fragments they stream in."""
+
+    name: str
+    fragments: tuple[str, ...] = ("{}",)
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.fragments)
+
+
+@dataclass(frozen=True, slots=True)
 class Script:
     """What one request gets back.
 
@@ -42,9 +55,12 @@ class Script:
     ``stalls`` adds pauses ``(before piece i, seconds)``; ``response_delay`` holds back even the headers.
     Faults: ``http_status`` answers an error before streaming; ``error_after`` sends vLLM's mid-stream error
     event after that many pieces; ``close_after`` drops the connection after that many pieces.
+    Tools: ``tool_calls`` follow the pieces, as vLLM's hermes parser streams them; the answer then finishes with
+    ``tool_calls`` (``stop`` for a named ``tool_choice``).
     """
 
     pieces: tuple[Piece, ...] = ()
+    tool_calls: tuple[ToolCallPiece, ...] = ()
     finish_reason: str = "stop"
     stop_reason: str | int | None = None
     rate: float | None = None
@@ -79,6 +95,18 @@ class Script:
         return cls(pieces=tuple(pieces), **kwargs)
 
     @classmethod
+    def calling(cls, *calls: ToolCallPiece, content: Sequence[str] | str = (), **kwargs: Any) -> Script:
+        """Tool calls, after optional content (text the model wrote before its first ``<tool_call>``)."""
+        return cls.of(content, tool_calls=tuple(calls), **kwargs)
+
+    @classmethod
+    def json(cls, value: object, piece_chars: int = 4, **kwargs: Any) -> Script:
+        """Content that is ``value`` as compact JSON, as a ``response_format`` constrained model writes it."""
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        pieces = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
+        return cls.of(pieces, **kwargs)
+
+    @classmethod
     def http_error(cls, status: int, message: str = "Injected error") -> Script:
         return cls(http_status=status, error_message=message)
 
@@ -88,6 +116,11 @@ class Script:
     @property
     def content(self) -> str:
         return "".join(p.text for p in self.pieces if not p.reasoning)
+
+    @property
+    def tool_tokens(self) -> int:
+        """Streamed tool-call deltas: one for each name and one for each argument fragment."""
+        return sum(1 + len(call.fragments) for call in self.tool_calls)
 
     @property
     def reasoning(self) -> str:
@@ -105,23 +138,28 @@ class Plan:
     finish_reason: str
     stop_reason: str | int | None
     eos: bool  # a trailing end-of-sequence token carries finish_reason in its own (empty) chunk
+    tool_calls: tuple[ToolCallPiece, ...] = ()
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.pieces) + (1 if self.eos else 0)
+        tools = sum(1 + len(call.fragments) for call in self.tool_calls)
+        return len(self.pieces) + tools + (1 if self.eos else 0)
 
     @property
     def reasoning_tokens(self) -> int:
         return sum(1 for p in self.pieces if p.reasoning)
 
 
-def plan(script: Script, max_tokens: int | None) -> Plan:
+def plan(script: Script, max_tokens: int | None, named_tool: bool = False) -> Plan:
+    """``named_tool``: the request named its ``tool_choice``, for which vLLM keeps ``stop`` as finish reason."""
     eos = script.finish_reason == "stop" and script.stop_reason is None
     pieces = script.pieces
-    total = len(pieces) + (1 if eos else 0)
+    total = len(pieces) + script.tool_tokens + (1 if eos else 0)
     if max_tokens is not None and total > max_tokens:
-        return Plan(pieces[:max_tokens], "length", None, eos=False)
-    return Plan(pieces, script.finish_reason, script.stop_reason, eos=eos)
+        return Plan(pieces[:max_tokens], "length", None, eos=False)  # cut before any tool call completes
+    if script.tool_calls and eos and not named_tool:
+        return Plan(pieces, "tool_calls", None, eos=True, tool_calls=script.tool_calls)
+    return Plan(pieces, script.finish_reason, script.stop_reason, eos=eos, tool_calls=script.tool_calls)
 
 
 def count_tokens(text: str) -> int:
@@ -175,6 +213,7 @@ __all__ = [
     "Piece",
     "Plan",
     "Script",
+    "ToolCallPiece",
     "chat_prompt_tokens",
     "count_tokens",
     "last_user_text",

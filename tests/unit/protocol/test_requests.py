@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, decode_request
+from gateway.protocol import LOGPROBS_REFUSED, ChatCompletionRequest, CompletionRequest, decode_request
 
 USER = {"role": "user", "content": "hi"}
 
@@ -114,20 +114,14 @@ SAMPLING_REJECTED: list[tuple[str, Any]] = [
 FORBIDDEN_FIELDS: list[tuple[str, Any]] = [
     ("chat_template", "{{ messages }}"),
     ("vllm_xargs", {"k": "v"}),
-    ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "auto"),
-    ("parallel_tool_calls", True),
     ("functions", []),
     ("logit_bias", {"50256": -100}),
-    ("logprobs", True),
-    ("top_logprobs", 5),
     ("prompt_logprobs", 1),
     ("guided_json", {"type": "object"}),
     ("guided_regex", ".*"),
     ("guided_choice", ["a"]),
     ("guided_grammar", "root ::= 'a'"),
     ("structured_outputs", {"json": {}}),
-    ("response_format", {"type": "json_object"}),
     ("repetition_detection", {"min_count": 1000}),
     ("echo", True),
     ("suffix", "x"),
@@ -152,6 +146,57 @@ FORBIDDEN_FIELDS: list[tuple[str, Any]] = [
     ("service_tier", "flex"),
     ("unknown_field", 1),
 ]
+
+
+# Chat fields a text completion does not take.
+CHAT_ONLY_FIELDS: list[tuple[str, Any]] = [
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"),
+    ("parallel_tool_calls", True),
+    ("response_format", {"type": "json_object"}),
+    ("top_logprobs", 5),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), CHAT_ONLY_FIELDS)
+def test_completion_refuses_chat_only_fields(name: str, value: Any) -> None:
+    with pytest.raises(msgspec.ValidationError, match=f"unknown field `{name}`"):
+        decode_completion(completion(**{name: value}))
+
+
+LOGPROBS_ASKED: list[tuple[str, Any]] = [("logprobs", True), ("logprobs", 1), ("top_logprobs", 5)]
+LOGPROBS_DECLINED: list[tuple[str, Any]] = [
+    ("logprobs", False),
+    ("logprobs", 0),
+    ("logprobs", None),
+    ("top_logprobs", 0),
+    ("top_logprobs", None),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), LOGPROBS_ASKED)
+def test_chat_refuses_logprobs_and_says_why(name: str, value: Any) -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        decode_chat(chat(**{name: value}))
+    assert str(info.value) == LOGPROBS_REFUSED
+    assert "guardrail masked" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [True, 1, 5])
+def test_completion_refuses_logprobs_and_says_why(value: Any) -> None:
+    with pytest.raises(msgspec.ValidationError, match="would reveal text a guardrail masked"):
+        decode_completion(completion(logprobs=value))
+
+
+@pytest.mark.parametrize(("name", "value"), LOGPROBS_DECLINED)
+def test_declined_logprobs_are_accepted_and_never_forwarded(name: str, value: Any) -> None:
+    assert msgspec.to_builtins(decode_chat(chat(**{name: value}))) == chat()
+
+
+@pytest.mark.parametrize(("name", "value"), [("logprobs", -1), ("logprobs", "yes"), ("top_logprobs", -1)])
+def test_malformed_logprobs_are_refused(name: str, value: Any) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_chat(chat(**{name: value}))
 
 
 @pytest.mark.parametrize(("name", "value"), SAMPLING_ACCEPTED)
@@ -220,12 +265,11 @@ CHAT_ONLY_REJECTED: list[tuple[str, dict[str, Any]]] = [
     ("messages not a list", {"messages": "hi"}),
     ("message not an object", {"messages": ["hi"]}),
     ("role missing", {"messages": [{"content": "hi"}]}),
-    ("role tool", {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}),
     ("role tool alone", {"messages": [{"role": "tool", "content": "x"}]}),
     ("role function", {"messages": [{"role": "function", "content": "x"}]}),
     ("role unknown", {"messages": [{"role": "root", "content": "x"}]}),
     ("unknown field in message", {"messages": [{"role": "user", "content": "x", "extra": 1}]}),
-    ("tool_calls in message", {"messages": [{"role": "assistant", "content": None, "tool_calls": []}]}),
+    ("empty tool_calls", {"messages": [{"role": "assistant", "content": None, "tool_calls": []}]}),
     ("reasoning in message", {"messages": [{"role": "assistant", "content": "x", "reasoning": "y"}]}),
     ("content a number", {"messages": [{"role": "user", "content": 5}]}),
     ("image part", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),

@@ -29,17 +29,10 @@ def test_one_read_with_every_event() -> None:
     assert not decoder.pending
 
 
-CRLF_SPLIT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="SSEDecoder normalises CRLF only in a read that completes an event: a read ending with the "
-    "first CR of the next event's CRLF CRLF keeps that lone CR, and the event never completes",
-)
-
-
 @pytest.mark.parametrize(
     "stream",
-    [STREAM, pytest.param(STREAM.replace(b"\n", b"\r\n"), marks=CRLF_SPLIT_BUG)],
-    ids=["lf", "crlf"],
+    [STREAM, STREAM.replace(b"\n", b"\r\n"), STREAM.replace(b"\n", b"\r")],
+    ids=["lf", "crlf", "cr"],
 )
 def test_split_at_every_byte_position(stream: bytes) -> None:
     for cut in range(len(stream) + 1):
@@ -48,7 +41,11 @@ def test_split_at_every_byte_position(stream: bytes) -> None:
         assert not decoder.pending
 
 
-@pytest.mark.parametrize("stream", [STREAM, STREAM.replace(b"\n", b"\r\n")], ids=["lf", "crlf"])
+@pytest.mark.parametrize(
+    "stream",
+    [STREAM, STREAM.replace(b"\n", b"\r\n"), STREAM.replace(b"\n", b"\r")],
+    ids=["lf", "crlf", "cr"],
+)
 def test_one_byte_at_a_time(stream: bytes) -> None:
     out, _ = feed_all([stream[i : i + 1] for i in range(len(stream))])
     assert out == EVENTS
@@ -59,10 +56,16 @@ def test_crlf_in_one_read() -> None:
     assert out == EVENTS
 
 
-@CRLF_SPLIT_BUG
 def test_crlf_terminator_split_after_a_complete_event() -> None:
     out, decoder = feed_all([b"data: a\r\n\r\ndata: b\r\n\r", b"\n"])
     assert out == [b"a", b"b"]
+    assert not decoder.pending
+
+
+def test_a_lone_lf_after_a_crlf_split_across_reads_still_counts() -> None:
+    # CR | LF | LF: the first LF completes the CRLF, the second ends the event.
+    out, decoder = feed_all([b"data: a\r", b"\n", b"\n"])
+    assert out == [b"a"]
     assert not decoder.pending
 
 

@@ -97,7 +97,7 @@ DECODE_TABLE: list[tuple[str, bytes, str, str | None]] = [
     ("no messages", chat_body(messages=[]), "invalid_value", "messages"),
     (
         "role not allowed",
-        chat_body(messages=[{"role": "tool", "content": "x"}]),
+        chat_body(messages=[{"role": "function", "content": "x"}]),
         "invalid_value",
         "messages[0].role",
     ),
