@@ -75,9 +75,8 @@ class RedisStore:
         self._url = config.redis_url
         self._timeout = config.command_timeout_ms / 1000
         self._undo_ttl_ms = max(int(config.lease_ttl_s * 1000), UNDO_TTL_FLOOR_MS)
-        self._deadline = LoopDeadline(config.loop_lag_allowance_ms / 1000)  # one per process and loop
         # redis-py clients connect on first use, so building both here does no I/O
-        allowance = config.loop_lag_allowance_ms / 1000
+        self._allowance = allowance = config.loop_lag_allowance_ms / 1000
         self._client: Any = _client(self._url, self._timeout + allowance)
         self._admit = cast(AsyncScript, self._client.register_script(_script("admit.lua")))
         self._settle = cast(AsyncScript, self._client.register_script(_script("settle.lua")))
@@ -86,6 +85,8 @@ class RedisStore:
         # main one, so a first cancel never has to open a connection and handshake during a stall.
         self._cancel_client: Any = _client(self._url, CANCEL_TIMEOUT_S + allowance)
         self._cancel = cast(AsyncScript, self._cancel_client.register_script(_script("cancel.lua")))
+        # one per process and loop; its health probe uses the cancel client's (warm, rarely busy) pool
+        self._deadline = LoopDeadline(allowance, probe=self._cancel_client.ping)
         self._slots = asyncio.Semaphore(POOL_SIZE)
         self._cancel_slots = asyncio.Semaphore(POOL_SIZE)
 
@@ -141,25 +142,26 @@ class RedisStore:
         budget_s: float | None = None,
         slots: asyncio.Semaphore | None = None,
     ) -> T:
-        """One command within its budget; past the pool size it waits for a free connection first."""
-        return await self._deadline.run(_gated(slots or self._slots, call), budget_s or self._timeout)
+        """One command within its budget. Past the pool size it first waits for a free connection: that
+        wait is our own queue, not Redis time, and is bounded by the ceiling alone (a dead Redis frees
+        the slots as its commands time out)."""
+        budget = budget_s or self._timeout
+        gate = slots or self._slots
+        try:
+            async with asyncio.timeout(budget + self._allowance):
+                await gate.acquire()
+        except BaseException:
+            call.close()  # never started: closed, so it is not reported as never awaited
+            raise
+        try:
+            return await self._deadline.run(call, budget)
+        finally:
+            gate.release()
 
     async def aclose(self) -> None:
         await self._deadline.aclose()
         await self._client.aclose()
         await self._cancel_client.aclose()
-
-
-async def _gated(slots: asyncio.Semaphore, call: Coroutine[Any, Any, T]) -> T:
-    try:
-        await slots.acquire()
-    except BaseException:
-        call.close()  # never started: closed, so it is not reported as never awaited
-        raise
-    try:
-        return await call
-    finally:
-        slots.release()
 
 
 def _decode(plan: Plan, reply: Sequence[int]) -> Outcome:

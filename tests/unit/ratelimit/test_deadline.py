@@ -62,6 +62,20 @@ async def test_without_an_allowance_the_budget_is_wall_time() -> None:
         await call
 
 
+async def test_a_late_reply_is_waited_for_while_redis_answers_a_ping() -> None:
+    """A burst can hold every command in connection set-up at once: no reply yet, but a PING on a warm
+    connection of its own shows Redis is alive, so the late command is not given up on."""
+    deadline = LoopDeadline(allowance_s=2.0, probe=lambda: reply_after(0.0, "PONG"))
+    assert await deadline.run(reply_after(0.2, "late"), budget_s=0.05) == "late"
+
+
+async def test_a_late_reply_times_out_when_the_ping_is_not_answered_either() -> None:
+    deadline = LoopDeadline(allowance_s=2.0, probe=asyncio.Event().wait)
+    with pytest.raises(TimeoutError):
+        await deadline.run(asyncio.Event().wait(), budget_s=0.05)
+    await deadline.aclose()
+
+
 async def test_a_cancelled_caller_cancels_the_call() -> None:
     deadline = LoopDeadline(allowance_s=1.0)
     started = asyncio.Event()
