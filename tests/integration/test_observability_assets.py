@@ -35,6 +35,7 @@ DASHBOARD = ASSETS / "grafana-dashboard.json"
 RULES = ASSETS / "alerts.yaml"
 OPERATOR_RULES = ASSETS / "prometheusrule.yaml"
 RUNBOOK = REPO / "docs" / "operations" / "runbook.md"
+OBSERVABILITY_DOC = REPO / "docs" / "operations" / "observability.md"
 
 MODEL = "qwen3-8b"
 CLIENT = "svc-observability"
@@ -364,3 +365,13 @@ def test_a_rule_without_its_runbook_anchor_is_caught() -> None:
     )
     assert _slug("Many 5xx answers") == "many-5xx-answers"
     assert "no-such-entry" not in _runbook_sections()
+
+
+def test_the_observability_page_lists_every_alert_with_a_live_runbook_link() -> None:
+    page = OBSERVABILITY_DOC.read_text(encoding="utf-8")
+    sections = _runbook_sections()
+    for rule in _rules():
+        anchor = rule["annotations"]["runbook_url"].partition("#")[2]
+        assert f"[`{rule['alert']}`](runbook.md#{anchor})" in page, rule["alert"]
+    for anchor in re.findall(r"\]\(runbook\.md#([^)]+)\)", page):
+        assert anchor in sections, anchor
