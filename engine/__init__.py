@@ -1,4 +1,4 @@
-"""The colocated vLLM engine: profiles, demo model preparation and the process supervisor.
+"""The colocated vLLM engines: profiles, demo model preparation and the process supervisors.
 
 Never imports ``gateway``. Names are loaded on first use, so ``import engine`` stays cheap and
 ``python -m engine.demo_model`` runs without its module being imported twice.
@@ -12,16 +12,21 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.demo_model import DemoModelError, demo_model_dir, prepare_demo_model
+    from engine.embedding_model import embedding_model_dir, prepare_embedding_model
+    from engine.fleet import EngineFleet, profile_configs
     from engine.paths import data_dir
     from engine.profiles import (
         PROFILES,
         ArgValue,
         EngineCommand,
         EngineProfile,
+        EngineSpec,
         Overrides,
         ProfileError,
+        Role,
         build_command,
         get_profile,
+        split_overrides,
     )
     from engine.supervisor import (
         ENGINE_LOGGER,
@@ -38,19 +43,26 @@ __all__ = [
     "ArgValue",
     "DemoModelError",
     "EngineCommand",
+    "EngineFleet",
     "EngineProfile",
+    "EngineSpec",
     "EngineStartError",
     "EngineStatus",
     "EngineSupervisor",
     "Overrides",
     "ProfileError",
+    "Role",
     "SupervisorConfig",
     "SupervisorConfigError",
     "build_command",
     "data_dir",
     "demo_model_dir",
+    "embedding_model_dir",
     "get_profile",
     "prepare_demo_model",
+    "prepare_embedding_model",
+    "profile_configs",
+    "split_overrides",
 ]
 
 # Public name -> the submodule that defines it.
@@ -60,6 +72,13 @@ _HOME = MappingProxyType(
         "data_dir": "paths",
         "demo_model_dir": "demo_model",
         "prepare_demo_model": "demo_model",
+        "embedding_model_dir": "embedding_model",
+        "prepare_embedding_model": "embedding_model",
+        "EngineFleet": "fleet",
+        "profile_configs": "fleet",
+        "EngineSpec": "profiles",
+        "Role": "profiles",
+        "split_overrides": "profiles",
         "PROFILES": "profiles",
         "ArgValue": "profiles",
         "EngineCommand": "profiles",

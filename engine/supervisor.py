@@ -4,8 +4,8 @@ The child runs in its own process group, so stopping it reaches vLLM's engine-co
 and an interrupt typed in the terminal reaches only us: we decide the order of shutdown. On Linux
 the child also gets a parent-death signal so it dies with us even if we are killed outright, and an
 ``atexit`` hook covers an interpreter exit without ``stop()``. The engine's own output goes to a log
-file (``DATA_DIR/logs/engine-PROFILE.log``); our logger carries a summary, and the file's last lines
-when a start fails.
+file (``DATA_DIR/logs/engine-PROFILE-ROLE.log``); our logger carries a summary, and the file's last
+lines when a start fails. One supervisor runs one engine of a profile; ``engine.fleet`` runs them all.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from engine.demo_model import demo_model_dir, is_demo_model_ready
 from engine.output import EngineOutput
+from engine.packaged import PACKAGED_MODELS
 from engine.paths import data_dir as default_data_dir
 from engine.process import free_port, signal_group, wait_exit, with_parent_death_signal
-from engine.profiles import EngineCommand, build_command, normalise_arg_name
+from engine.profiles import EngineCommand, Role, build_command, normalise_arg_name
 from engine.supervisor_config import EngineStatus, SupervisorConfig, SupervisorConfigError
 
 __all__ = [
@@ -63,6 +63,7 @@ class EngineSupervisor:
     def __init__(self, config: SupervisorConfig | None = None) -> None:
         self._config = config or SupervisorConfig()
         self._profile = self._config.resolved_profile()
+        self._spec = self._config.engine()
         self._log = logging.getLogger(ENGINE_LOGGER)
         self._api_key = secrets.token_urlsafe(32)
         self._port: int | None = None
@@ -75,7 +76,9 @@ class EngineSupervisor:
         self._signal_stop: asyncio.Task[None] | None = None
         data_dir = self._config.data_dir or default_data_dir()
         self._output = EngineOutput(
-            data_dir / "logs" / f"engine-{self._profile.name}.log", self._api_key, _TAIL_LINES
+            data_dir / "logs" / f"engine-{self._profile.name}-{self._spec.role}.log",
+            self._api_key,
+            _TAIL_LINES,
         )
         self._up = False
         self._restarts = 0
@@ -122,7 +125,12 @@ class EngineSupervisor:
 
     @property
     def served_model_name(self) -> str:
-        return self._command.served_model_name if self._command else self._profile.served_model_name
+        return self._command.served_model_name if self._command else self._spec.served_model_name
+
+    @property
+    def role(self) -> Role:
+        """What this engine is for (``chat``, ``embeddings``, ``guard``)."""
+        return self._spec.role
 
     @property
     def last_output(self) -> tuple[str, ...]:
@@ -167,13 +175,16 @@ class EngineSupervisor:
         self._stopping = False
         self._output.open()
         overrides = dict(cfg.overrides)
-        if self._profile.model is None and not any(
-            normalise_arg_name(k) == "model" and v for k, v in overrides.items()
+        packaged = self._spec.packaged
+        if (
+            self._spec.model is None
+            and packaged is not None
+            and not any(normalise_arg_name(k) == "model" and v for k, v in overrides.items())
         ):
-            overrides["model"] = str(await self._prepare_demo_model())
+            overrides["model"] = str(await self._prepare_packaged_model(packaged))
         self._port = cfg.port or free_port(cfg.host)
         self._command = build_command(
-            self._profile,
+            self._spec,
             overrides,
             host=cfg.host,
             port=self._port,
@@ -185,7 +196,7 @@ class EngineSupervisor:
         except BaseException:
             atexit.unregister(self._kill_at_exit)
             raise
-        self._task = asyncio.create_task(self._supervise(), name="menshen-engine-supervisor")
+        self._task = asyncio.create_task(self._supervise(), name=f"menshen-engine-{self._spec.role}")
 
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
         """Wait until the engine answers ``/health``; raises ``EngineStartError`` on timeout."""
@@ -236,7 +247,7 @@ class EngineSupervisor:
         if self._ready is not None:
             self._ready.clear()
         atexit.unregister(self._kill_at_exit)
-        self._log.info("engine stopped (last exit %s)", self._last_exit)
+        self._log.info("%s engine stopped (last exit %s)", self._spec.role, self._last_exit)
 
     def install_signal_handlers(self, on_signal: Callable[[int], None] | None = None) -> None:
         """On SIGTERM/SIGINT stop the engine, then call ``on_signal`` (e.g. to end the service).
@@ -257,18 +268,19 @@ class EngineSupervisor:
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _prepare_demo_model(self) -> Path:
+    async def _prepare_packaged_model(self, name: str) -> Path:
         data_dir = self._config.data_dir or default_data_dir()
-        if is_demo_model_ready(data_dir):
-            return demo_model_dir(data_dir)
+        model = PACKAGED_MODELS[name]
+        if model.ready(data_dir):
+            return model.folder(data_dir)
         # A separate process, so torch and transformers never load into the gateway's memory.
-        self._reason = "preparing the demo model"
-        self._log.info("preparing the demo model in %s (once; about a minute)", data_dir)
-        self._output.begin("preparing the demo model")
+        self._reason = f"preparing the model {name}"
+        self._log.info("preparing the model %s in %s (once; up to a minute)", name, data_dir)
+        self._output.begin(f"preparing the model {name}")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "engine.demo_model",
+            model.module,
             str(data_dir),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -283,8 +295,8 @@ class EngineSupervisor:
             if proc.returncode is None:
                 signal_group(proc.pid, signal.SIGKILL)
         if code != 0:
-            raise EngineStartError(f"demo model preparation failed (exit {code}); {self._last_lines()}")
-        return demo_model_dir(data_dir)
+            raise EngineStartError(f"preparing the model {name} failed (exit {code}); {self._last_lines()}")
+        return model.folder(data_dir)
 
     def _child_env(self, command: EngineCommand) -> dict[str, str]:
         # The gateway's own settings (secrets included) are none of the engine's business.
@@ -315,9 +327,10 @@ class EngineSupervisor:
         assert proc.stdout is not None
         self._pump = asyncio.create_task(self._output.pump(proc.stdout))
         self._log.info(
-            "engine starting: pid %d, profile %s, model %s, %s; its output goes to %s",
+            "engine starting: pid %d, profile %s, %s model %s, %s; its output goes to %s",
             proc.pid,
             self._profile.name,
+            self._spec.role,
             self._command.served_model_name,
             self.base_url,
             self._output.path,
@@ -425,10 +438,12 @@ class EngineSupervisor:
                 if healthy:
                     ready_at = now
                     self._mark_up()
-                    self._log.info("engine ready after %.1f s at %s", now - started, self.base_url)
+                    self._log.info(
+                        "%s engine ready after %.1f s at %s", self._spec.role, now - started, self.base_url
+                    )
                 elif now - started >= cfg.startup_timeout_s:
                     return None, f"not healthy within {cfg.startup_timeout_s:.0f} s"
-                elif now >= next_progress:
+                elif cfg.log_progress and now >= next_progress:
                     next_progress = now + cfg.progress_interval_s
                     self._log.info("loading model %s… %.0f s", self.served_model_name, now - started)
             elif healthy:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.profiles import ArgValue, EngineProfile, ProfileError, get_profile, merge_args
+from engine.profiles import ArgValue, EngineProfile, EngineSpec, ProfileError, Role, get_profile, merge_args
 
 
 class SupervisorConfigError(ValueError):
@@ -24,8 +24,10 @@ class SupervisorConfig:
 
     profile: str | EngineProfile = "cpu-demo"
     """Profile name (``qwen3-8b``, ``qwen3-8b-awq``, ``cpu-demo``) or a custom profile."""
+    role: Role | None = None
+    """Which engine of the profile to run; ``None``: its chat engine (else its first)."""
     overrides: Mapping[str, ArgValue] = field(default_factory=dict)
-    """vLLM arguments by name; ``None`` removes one, ``True`` is a bare flag."""
+    """vLLM arguments of that engine by name; ``None`` removes one, ``True`` is a bare flag."""
     data_dir: Path | None = None
     """Where the demo model is prepared; ``None``: ``$GATEWAY_DATA_DIR`` or ``~/.cache/menshen``."""
     host: str = "127.0.0.1"
@@ -46,6 +48,8 @@ class SupervisorConfig:
     """Consecutive failed probes after which a running engine counts as hung and is restarted."""
     progress_interval_s: float = 5.0
     """How often start-up progress is logged while waiting for ``/health``."""
+    log_progress: bool = True
+    """Log that progress; off when something that waits for several engines logs it for all."""
     max_failed_starts: int | None = None
     """Give up (``wait_ready`` raises ``EngineStartError``) after this many starts in a row that end
     before the engine was ever ready; ``None``: keep retrying. Once it has been ready, always retry."""
@@ -67,7 +71,7 @@ class SupervisorConfig:
             problems += exc.problems
         if profile is not None:
             try:
-                merge_args(profile, self.overrides)
+                merge_args(profile.engine(self.role), self.overrides)
             except ProfileError as exc:
                 problems += exc.problems
         try:
@@ -93,6 +97,10 @@ class SupervisorConfig:
 
     def resolved_profile(self) -> EngineProfile:
         return get_profile(self.profile) if isinstance(self.profile, str) else self.profile
+
+    def engine(self) -> EngineSpec:
+        """The engine of the profile this configuration runs."""
+        return self.resolved_profile().engine(self.role)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,13 +20,17 @@ _UP_MANAGED = frozenset({"upstream", "upstream_api_key_file"})
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.serve import run_server
-
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+    if settings.server.workers > 1:
+        from gateway.workers import run_node
+
+        return run_node(settings)
+    from gateway.serve import run_server
+
     return run_server(settings)
 
 

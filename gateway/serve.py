@@ -84,7 +84,7 @@ def prepare(
     ``headers`` go on every response (uvicorn adds them when it starts one: nothing per chunk).
     """
     parts = parts or AppParts()
-    configure_logging_for(settings, [parts.engine_api_key])
+    configure_logging_for(settings, [parts.engine_api_key, *(sup.api_key for sup in parts.supervisors)])
     try:
         telemetry = Telemetry(setup_tracing("menshen"))
     except TracingConfigError as exc:
@@ -144,13 +144,11 @@ def server_config(
 
 
 def run_server(settings: Settings) -> int:
-    """``gateway serve``: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid."""
-    signals = StopSignals().install()
-    if settings.server.workers > 1:
-        from gateway.workers import run_workers  # it builds on this module
+    """``gateway serve`` in one process: 0 after SIGINT/SIGTERM, 2 when the configuration is invalid.
 
-        configure_logging_for(settings)
-        return run_workers(settings, signals)
+    With ``--workers N`` (N > 1) the CLI runs ``gateway.workers.run_node`` instead, which builds on this module.
+    """
+    signals = StopSignals().install()
     prepared = prepare(settings)
     if prepared is None:
         return 2

@@ -40,9 +40,9 @@ class AppParts:
     telemetry: Telemetry | None = None
     supervisor: Any = None
     engine_api_key: str | None = None
-    # ``gateway up`` with several engines: one supervisor each (``base_url``, ``api_key``,
-    # ``served_model_name``, ``up``, ``status()``); they replace ``--upstream`` and the pair above.
     supervisors: tuple[Any, ...] = ()
+    """Every engine of ``gateway up`` (chat, embeddings, ...): each has ``role``, ``served_model_name``,
+    ``base_url``, ``api_key``, ``up``, ``status()``, ``restarts`` and ``wait_ready()``."""
     extra_plugins: list[PluginProtocol] = field(default_factory=list)
 
 

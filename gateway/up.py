@@ -1,12 +1,14 @@
-"""``gateway up``: the colocated engine and the gateway as one service.
+"""``gateway up``: the colocated engines and the gateway as one service.
 
-The supervisor starts vLLM on loopback behind a random internal key; the gateway is the only door. The
-gateway serves at once (``/readyz`` is 503 until the engine is healthy), and the banner with the URL, a
-ready bearer token and a curl example is printed when the engine is up.
+Every engine of the profile (chat, embeddings, ...) runs under its own supervisor, on loopback behind a
+random internal key of its own; the gateway is the only door. The gateway serves at once (``/readyz`` is
+503 until the chat engine is healthy), and the banner with the URL, every model, a ready bearer token and
+curl examples is printed when all the engines are up.
 
-The engine's own output goes to ``DATA_DIR/logs/engine-PROFILE.log``; the terminal shows a progress line
-while the model loads, and the end of that file if the engine cannot start (``gateway up`` then exits 1).
-SIGINT or SIGTERM, at any point, stops the gateway and the engine and exits 0.
+Each engine's own output goes to ``DATA_DIR/logs/engine-PROFILE-ROLE.log``; the terminal shows a progress
+line naming what is still loading, and the end of the failing engine's file if one cannot start
+(``gateway up`` then exits 1). SIGINT or SIGTERM, at any point, stops the gateway and every engine and
+exits 0.
 
 ``MENSHEN_ENGINE_COMMAND`` (shell words) replaces ``python -m vllm.entrypoints.openai.api_server`` as the
 program the profile's vLLM arguments are given to: for tests with a stand-in engine, or a custom launcher.
@@ -20,9 +22,10 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from engine.fleet import EngineFleet, profile_configs
 from engine.supervisor import EngineStartError, EngineSupervisor, SupervisorConfig, SupervisorConfigError
 from gateway.app import AppParts
 from gateway.serve import StopSignals, configure_logging_for, prepare
@@ -39,10 +42,12 @@ def default_profile() -> str:
 
 
 def parse_engine_args(pairs: list[str]) -> dict[str, str | bool | None]:
+    """``[ROLE:]NAME=VALUE`` pairs as overrides; the ``ROLE:`` prefix is kept for ``profile_configs``."""
     out: dict[str, str | bool | None] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        name = name.strip().removeprefix("--")
+        role, colon, bare = name.strip().rpartition(":")
+        name = f"{role}{colon}{bare.strip().removeprefix('--')}"
         if not sep or value.lower() == "true":
             out[name] = True
         elif value.lower() == "false":
@@ -71,55 +76,71 @@ def demo_token(settings: Settings) -> str | None:
     )
 
 
-def banner(settings: Settings, model: str, token: str | None) -> str:
+def banner(settings: Settings, engines: Sequence[EngineSupervisor], token: str | None) -> str:
     url = settings.server.url
     auth = f' \\\n  -H "Authorization: Bearer {token}"' if token else ""
     lines = [
         "",
-        f"Menshen is ready at {url}/v1 (model {model!r})",
+        f"Menshen is ready at {url}/v1",
+        "  models: " + ", ".join(f"{sup.served_model_name!r} ({sup.role})" for sup in engines),
         f"  demo bearer token (client {DEMO_CLIENT}, 12 h):\n  {token}" if token else "  auth: none",
         "  try:",
-        f"  curl -s {url}/v1/chat/completions{auth} \\\n"
-        f"  -H 'Content-Type: application/json' \\\n"
-        f'  -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}], "temperature": 0}}\'',
-        "",
     ]
+    examples = {
+        "chat": (
+            "chat/completions",
+            '"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0',
+        ),
+        "embeddings": ("embeddings", '"input": ["annual leave days", "vacation days"]'),
+    }
+    for sup in engines:
+        if example := examples.get(sup.role):
+            path, body = example
+            lines.append(
+                f"  curl -s {url}/v1/{path}{auth} \\\n"
+                f"  -H 'Content-Type: application/json' \\\n"
+                f'  -d \'{{"model": "{sup.served_model_name}", {body}}}\''
+            )
+    lines.append("")
     return "\n".join(lines)
 
 
 async def run_up(settings: Settings, *, profile: str | None, engine_args: list[str]) -> int:
-    """``gateway up``: 0 after SIGINT/SIGTERM, 1 when the engine cannot start, 2 on invalid configuration."""
+    """``gateway up``: 0 after SIGINT/SIGTERM, 1 when an engine cannot start, 2 on invalid configuration."""
     signals = StopSignals().install()
     stop = asyncio.Event()
     signals.wake(stop)
     try:
-        config = SupervisorConfig(
-            profile=profile or default_profile(),
-            overrides=parse_engine_args(engine_args),
-            data_dir=settings.data_dir,
-            otlp_traces_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            command_prefix=tuple(shlex.split(os.environ.get(ENGINE_COMMAND_ENV, ""))),
-            # An engine that never came up is a set-up problem (missing vLLM, bad arguments, no memory):
-            # say so and stop, rather than retry forever. Once it has served, crashes are restarted.
-            max_failed_starts=1,
+        configs = profile_configs(
+            profile or default_profile(),
+            parse_engine_args(engine_args),
+            SupervisorConfig(
+                data_dir=settings.data_dir,
+                otlp_traces_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                command_prefix=tuple(shlex.split(os.environ.get(ENGINE_COMMAND_ENV, ""))),
+                # An engine that never came up is a set-up problem (missing vLLM, bad arguments, no
+                # memory): say so and stop, rather than retry forever. Once it has served, crashes are
+                # restarted.
+                max_failed_starts=1,
+            ),
         )
     except SupervisorConfigError as exc:
         print(f"gateway up: invalid engine configuration: {exc}", file=sys.stderr)
         return 2
-    supervisor = EngineSupervisor(config)
-    configure_logging_for(settings, [supervisor.api_key])
+    fleet = EngineFleet(configs)
+    configure_logging_for(settings, fleet.api_keys)
     try:
         try:
-            if not await _until_stopped(supervisor.start(), stop):
+            if not await _until_stopped(fleet.start(), stop):
                 return 0
-        except EngineStartError as exc:  # the demo model could not be prepared
+        except EngineStartError as exc:  # a packaged model could not be prepared
             log.error("%s", exc)
             return 1
         if settings.server.workers > 1:
-            return await _serve_workers(settings, supervisor, signals, stop)
-        return await _serve(settings, supervisor, signals)
+            return await _serve_workers(settings, fleet, signals, stop)
+        return await _serve(settings, fleet, signals)
     finally:
-        await supervisor.stop()
+        await fleet.stop()
 
 
 async def _until_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -138,10 +159,13 @@ async def _until_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return True
 
 
-async def _serve(settings: Settings, supervisor: EngineSupervisor, signals: StopSignals) -> int:
+async def _serve(settings: Settings, fleet: EngineFleet, signals: StopSignals) -> int:
+    chat = fleet.primary
     prepared = prepare(
-        settings.replace(upstream=supervisor.base_url),
-        AppParts(supervisor=supervisor, engine_api_key=supervisor.api_key),
+        settings.replace(upstream=chat.base_url),
+        # `supervisor`/`engine_api_key` keep the single-upstream app working until it builds its
+        # upstreams from `supervisors`.
+        AppParts(supervisor=chat, engine_api_key=chat.api_key, supervisors=fleet.supervisors),
     )
     if prepared is None:
         return 2
@@ -152,12 +176,12 @@ async def _serve(settings: Settings, supervisor: EngineSupervisor, signals: Stop
     async def announce() -> None:
         nonlocal failed
         try:
-            await supervisor.wait_ready()
+            await fleet.wait_ready()
         except EngineStartError:  # the supervisor has logged why, with the end of the engine log
             failed = True
             server.should_exit = True
             return
-        print(banner(settings, supervisor.served_model_name, demo_token(settings)), flush=True)
+        print(banner(settings, fleet.supervisors, demo_token(settings)), flush=True)
 
     announcer = asyncio.create_task(announce())
     try:
@@ -171,27 +195,28 @@ async def _serve(settings: Settings, supervisor: EngineSupervisor, signals: Stop
 
 
 async def _serve_workers(
-    settings: Settings, supervisor: EngineSupervisor, signals: StopSignals, stop: asyncio.Event
+    settings: Settings, fleet: EngineFleet, signals: StopSignals, stop: asyncio.Event
 ) -> int:
-    """``--workers N``: the engine's supervisor stays here; N gateway workers serve the port."""
+    """``--workers N``: the engines' supervisors stay here; N gateway workers serve the port."""
     from gateway.workers import serve_workers  # only this mode needs it
 
+    chat = fleet.primary
     failed = False
 
     async def announce() -> None:
         nonlocal failed
         try:
-            await supervisor.wait_ready()
+            await fleet.wait_ready()
         except EngineStartError:  # the supervisor has logged why
             failed = True
             stop.set()
             return
-        print(banner(settings, supervisor.served_model_name, demo_token(settings)), flush=True)
+        print(banner(settings, fleet.supervisors, demo_token(settings)), flush=True)
 
     announcer = asyncio.create_task(announce())
     try:
         code = await serve_workers(
-            settings.replace(upstream=supervisor.base_url), signals, stop, engine_api_key=supervisor.api_key
+            settings.replace(upstream=chat.base_url), signals, stop, engine_api_key=chat.api_key
         )
     finally:
         announcer.cancel()

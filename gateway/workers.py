@@ -38,7 +38,7 @@ from typing import Final
 import uvicorn
 
 from gateway.app import AppParts
-from gateway.serve import StopSignals, prepare
+from gateway.serve import StopSignals, configure_logging_for, prepare
 from gateway.settings import Settings
 from gateway.telemetry.audit import worker_path
 from gateway.telemetry.metrics import MULTIPROC_ENV, mark_worker_dead
@@ -213,6 +213,13 @@ async def serve_workers(
             sock.close()
 
 
+def run_node(settings: Settings) -> int:
+    """``gateway serve --workers N`` (N > 1): signals and logging as ``run_server`` sets them, then the workers."""
+    signals = StopSignals().install()
+    configure_logging_for(settings)
+    return run_workers(settings, signals)
+
+
 def run_workers(settings: Settings, signals: StopSignals) -> int:
     """``gateway serve --workers N`` (N > 1) in the parent process."""
 
@@ -273,6 +280,7 @@ __all__ = [
     "WorkerSpec",
     "bind_sockets",
     "prepare_metrics_dir",
+    "run_node",
     "run_workers",
     "serve_workers",
     "worker_main",

@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from tests.fakes.engine import FakeEngine
-from tests.harness import RunningGateway, gateway_settings, run_gateway
-from tests.unit.ratelimit.support import purge, unique_prefix
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.support.redis import purge, unique_prefix
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from gateway.guardrails.normalize import Normalizer
 from gateway.guardrails.patterns import CompiledPattern, compile_pattern, scan_text
 from gateway.guardrails.pipeline import Decision
-from gateway.guardrails.scanner import GuardrailStream, mask_spans
+from gateway.guardrails.scanner import MASK_BLOCKS, GuardrailStream, as_block, mask_spans
 from gateway.guardrails.verdict import Verdict, strongest
 from gateway.guardrails.words import WordMatcher, words_of
 from gateway.policy.sections import ALL_WHERE, PatternRule, PolicyBundle, Where, WordRule
@@ -140,11 +140,14 @@ class CompiledGuardrails:
         if timed_out:
             # fail closed: a pattern that cannot finish in time blocks, it never lets text through unchecked
             return Decision(info.id, info.category, "block", mode, where, start, end, "", (("timeout", 1),))
+        if info.action == "mask" and where in MASK_BLOCKS:
+            return as_block(Decision(info.id, info.category, "mask", mode, where, start, end, matched))
         return Decision(info.id, info.category, info.action, mode, where, start, end, matched)
 
-    def stream_check(self, client_id: str | None = None) -> GuardrailStream:
-        """A `StreamCheck` for one stream: content and reasoning scanned separately."""
-        return GuardrailStream(self, client_id)
+    def stream_check(self, client_id: str | None = None, *, json_content: bool = False) -> GuardrailStream:
+        """A `StreamCheck` for one stream: content, reasoning and each tool call's arguments scanned apart.
+        ``json_content``: the answer is JSON (``response_format``), so a mask in content acts as a block."""
+        return GuardrailStream(self, client_id, json_content=json_content)
 
 
 def _views(

@@ -1,6 +1,6 @@
 """The loop detector as a stream check, and the policy helpers the request flow uses around it.
 
-``LoopCheck`` keeps one ``LoopDetector`` per field (content and reasoning). On a loop in enforce
+``LoopCheck`` keeps one ``LoopDetector`` per field (content, reasoning, the current tool call's arguments). On a loop in enforce
 mode it releases the chunk's text up to where the loop became certain and stops the stream with
 ``finish_reason: "length"`` and a ``menshen`` extension naming the cause and the kind of loop
 (``exact``, ``near_dup`` or ``similar``). In shadow mode it records
@@ -10,7 +10,7 @@ the decision once and relays everything.
 from __future__ import annotations
 
 from gateway.guardrails.loops import LoopDetector, LoopHit
-from gateway.guardrails.pipeline import CheckResult, Decision, DeltaField, Stop
+from gateway.guardrails.pipeline import FIELD_PLACE, CheckResult, Decision, DeltaField, Stop
 from gateway.policy.sections import LoopOverride, LoopsSection, PolicyBundle
 
 LOOP_STOP_REASON = "repetition_loop"  # value of ``menshen.stopped`` in the final chunk
@@ -80,18 +80,21 @@ def loop_decision(section: LoopsSection, hit: LoopHit, where: str) -> Decision:
 
 
 class LoopCheck:
-    """A ``StreamCheck`` that cuts repetition loops; one per stream."""
+    """A ``StreamCheck`` that cuts repetition loops; one per stream. Each tool call's arguments get a detector
+    of their own (``finish("tool_arguments")`` ends one call): a model that calls the same function again and
+    again is bounded by ``generation.max_tool_calls``, not by this check."""
 
-    __slots__ = ("_content", "_reasoning", "_section")
+    __slots__ = ("_detectors", "_section")
 
     def __init__(self, section: LoopsSection) -> None:
         self._section = section
-        on = section.enabled
-        self._content = LoopDetector(section) if on and "output" in section.where else None
-        self._reasoning = LoopDetector(section) if on and "reasoning" in section.where else None
+        self._detectors: dict[DeltaField, LoopDetector | None] = {}
+        if section.enabled:
+            for where, label in FIELD_PLACE.items():
+                self._detectors[where] = LoopDetector(section) if label in section.where else None
 
     def feed(self, where: DeltaField, text: str) -> CheckResult:
-        detector = self._content if where == "content" else self._reasoning
+        detector = self._detectors.get(where)
         if detector is None:
             return CheckResult(text)
         before = detector.consumed
@@ -101,17 +104,19 @@ class LoopCheck:
         return self._on_hit(where, hit, text, before)
 
     def finish(self, where: DeltaField) -> CheckResult:
-        detector = self._content if where == "content" else self._reasoning
+        detector = self._detectors.get(where)
         hit = detector.finish() if detector is not None else None
+        if detector is not None and where == "tool_arguments":
+            self._detectors[where] = LoopDetector(self._section)  # the next call starts fresh
         if detector is None or hit is None:
             return CheckResult("")
         return self._on_hit(where, hit, "", detector.consumed)  # all text was released already
 
     def _on_hit(self, where: DeltaField, hit: LoopHit, text: str, before: int) -> CheckResult:
-        label = "output" if where == "content" else "reasoning"
+        label = FIELD_PLACE[where]
         decision = loop_decision(self._section, hit, label)
         if self._section.mode == "shadow":
-            self._content = self._reasoning = None  # recorded once per stream; relay the rest untouched
+            self._detectors.clear()  # recorded once per stream; relay the rest untouched
             return CheckResult(text, decisions=[decision])
         keep = min(len(text), max(0, hit.offset - before))
         return CheckResult(text[:keep], stop=loop_stop(self._section, hit, label), decisions=[decision])

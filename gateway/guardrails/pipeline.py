@@ -1,6 +1,7 @@
 """The stream pipeline: a chain of small checks that see every streamed delta.
 
-Each check sees the text of one delta field (``content`` or ``reasoning``) and returns what may be
+Each check sees the text of one delta field (``content``, ``reasoning`` or ``tool_arguments``, the arguments
+of one tool call at a time: ``finish`` ends one call's and the next call starts fresh) and returns what may be
 released now: the same text (pass), a rewritten text (mask), less text (hold back a tail that may
 still become a match), or a stop with a finish reason. Checks are chained in order: what one check
 releases is what the next one sees. State is per stream and per field; nothing here is per request
@@ -12,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-DeltaField = Literal["content", "reasoning"]
+DeltaField = Literal["content", "reasoning", "tool_arguments"]
+# The policy's ``where`` of each field: content is the answer (``output``), the others are named as they are.
+FIELD_PLACE: dict[DeltaField, str] = {
+    "content": "output",
+    "reasoning": "reasoning",
+    "tool_arguments": "tool_arguments",
+}
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,4 +139,13 @@ class StreamPipeline:
             self.decisions.extend(result.decisions)
 
 
-__all__ = ["CheckResult", "Decision", "DeltaField", "PassThrough", "Stop", "StreamCheck", "StreamPipeline"]
+__all__ = [
+    "FIELD_PLACE",
+    "CheckResult",
+    "Decision",
+    "DeltaField",
+    "PassThrough",
+    "Stop",
+    "StreamCheck",
+    "StreamPipeline",
+]

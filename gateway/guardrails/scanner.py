@@ -20,21 +20,31 @@ Invariant: every hit that starts before the release point ``r`` is known. Text b
 
 A block stops at the leftmost enforced block hit once every hit starting before it is known, so the
 released text, the masks and the decisions are the same however the text was split.
+
+JSON output (tool-call arguments, a ``response_format`` answer) is never masked: a mask could land outside a
+string value and break the JSON, so there a mask rule acts as a block (``as_block``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.guardrails.normalize import SEP, SKIP
 from gateway.guardrails.patterns import advance, fold_width, scan_from
-from gateway.guardrails.pipeline import CheckResult, Decision, DeltaField, Stop
+from gateway.guardrails.pipeline import FIELD_PLACE, CheckResult, Decision, DeltaField, Stop
 
 if TYPE_CHECKING:
     from gateway.guardrails.compiled import CompiledGuardrails, RuleView
 
 LOOKBEHIND_CHARS = 32  # context kept before a pattern scan position for look-behinds
 _TRIM_SLACK = 512
+MASK_BLOCKS = frozenset({"tool_arguments"})  # places whose text is JSON: a mask there acts as a block
+
+
+def as_block(decision: Decision) -> Decision:
+    """A mask hit on JSON text, turned into the block it acts as (``mask_as_block`` says why)."""
+    return replace(decision, action="block", detail=(*decision.detail, ("mask_as_block", 1)))
 
 
 def mask_spans(text: str, spans: list[tuple[int, int]], mask_char: str, offset: int = 0) -> str:
@@ -59,15 +69,40 @@ class FieldScanner:
     """Scanner state for one field of one stream. Offsets are absolute in the field's text."""
 
     __slots__ = (
-        "_base", "_block", "_end", "_folded", "_g", "_gap", "_k", "_known", "_masks", "_n", "_nbase",
-        "_ngap", "_norig", "_pbits", "_pending", "_pmin", "_pnext", "_raw", "_released", "_seen", "_stopped",
-        "_table", "_view", "_where",
+        "_base",
+        "_block",
+        "_end",
+        "_folded",
+        "_g",
+        "_gap",
+        "_k",
+        "_known",
+        "_mask_blocks",
+        "_masks",
+        "_n",
+        "_nbase",
+        "_ngap",
+        "_norig",
+        "_pbits",
+        "_pending",
+        "_pmin",
+        "_pnext",
+        "_raw",
+        "_released",
+        "_seen",
+        "_stopped",
+        "_table",
+        "_view",
+        "_where",
     )  # fmt: skip
 
-    def __init__(self, guardrails: CompiledGuardrails, view: RuleView, where: str) -> None:
+    def __init__(
+        self, guardrails: CompiledGuardrails, view: RuleView, where: str, *, mask_blocks: bool = False
+    ) -> None:
         self._g = guardrails
         self._view = view
         self._where = where
+        self._mask_blocks = mask_blocks
         self._table = guardrails.normalizer.table
         self._raw = ""
         self._folded = ""
@@ -247,6 +282,8 @@ class FieldScanner:
         self._seen.add((start, end, rule))
         matched = "" if timed_out else self._raw[start - self._base : end - self._base]
         d = self._g.decision(rule, view, self._where, start, end, matched, timed_out=timed_out)
+        if self._mask_blocks and d.action == "mask":
+            d = as_block(d)
         self._known.append(d)
         if d.mode != "enforce":
             return
@@ -327,22 +364,28 @@ class FieldScanner:
 
 
 class GuardrailStream:
-    """The guardrails `StreamCheck`: ``content`` is scanned as ``output``, ``reasoning`` as itself."""
+    """The guardrails `StreamCheck`: ``content`` is scanned as ``output``, ``reasoning`` and ``tool_arguments``
+    as themselves. Each tool call's arguments get a scanner of their own: ``finish("tool_arguments")`` ends one
+    call, so a word cannot straddle two calls and no call's text is held back into the next."""
 
-    __slots__ = ("_client", "_fields", "_g")
+    __slots__ = ("_client", "_fields", "_g", "_json_content")
 
-    def __init__(self, guardrails: CompiledGuardrails, client_id: str | None) -> None:
+    def __init__(
+        self, guardrails: CompiledGuardrails, client_id: str | None, *, json_content: bool = False
+    ) -> None:
         self._g = guardrails
         self._client = client_id
+        self._json_content = json_content
         self._fields: dict[str, FieldScanner | None] = {}
 
     def _field(self, where: DeltaField) -> FieldScanner | None:
         try:
             return self._fields[where]
         except KeyError:
-            place = "output" if where == "content" else "reasoning"
+            place = FIELD_PLACE[where]
             view = self._g.view(self._client, place)
-            scanner = None if view.empty else FieldScanner(self._g, view, place)
+            json_text = self._json_content and where == "content"
+            scanner = None if view.empty else FieldScanner(self._g, view, place, mask_blocks=json_text)
             self._fields[where] = scanner
             return scanner
 
@@ -352,7 +395,9 @@ class GuardrailStream:
 
     def finish(self, where: DeltaField) -> CheckResult:
         scanner = self._field(where)
+        if where == "tool_arguments":
+            del self._fields[where]  # the next call starts with a fresh scanner
         return CheckResult("") if scanner is None else scanner.finish()
 
 
-__all__ = ["LOOKBEHIND_CHARS", "FieldScanner", "GuardrailStream", "mask_spans"]
+__all__ = ["LOOKBEHIND_CHARS", "MASK_BLOCKS", "FieldScanner", "GuardrailStream", "as_block", "mask_spans"]

@@ -4,7 +4,7 @@
 
     - name: phone number is masked in output
       text: "call me at 13812345678"
-      where: output            # input (default) | output | reasoning
+      where: output            # input (default) | output | reasoning | tool_arguments
       client: demo-app         # optional: applies that client's overrides
       expect:
         action: mask           # allow | flag | mask | block

@@ -14,12 +14,16 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
-Where = Literal["input", "output", "reasoning"]
+# ``tool_arguments``: the JSON arguments of the tool calls a model streams (output, kept apart from content).
+Where = Literal["input", "output", "reasoning", "tool_arguments"]
 EndpointName = Literal["chat", "completions", "embeddings", "models"]
-ALL_WHERE: tuple[Where, ...] = ("input", "output", "reasoning")
+ALL_WHERE: tuple[Where, ...] = ("input", "output", "reasoning", "tool_arguments")
 ALL_ENDPOINTS: tuple[EndpointName, ...] = ("chat", "completions", "embeddings", "models")
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?\[\]!-]{1,64}$")]
+# true: any tool; false: none (a request with tools is refused); a list: tool-name globs (fnmatch).
+ToolAccess = bool | list[ToolName]
 
 
 class Strict(BaseModel):
@@ -95,6 +99,9 @@ class ClientPolicy(Strict):
     limits: TierLimits | None = Field(None, description="Per-client override of the tier's limits.")
     guardrails: GuardrailOverride | None = None
     loops: LoopOverride | None = None
+    tools: ToolAccess = Field(
+        True, description="Tools this client may define: true (any), false (none) or name globs."
+    )
 
 
 class ScopeGrant(Strict):
@@ -103,6 +110,9 @@ class ScopeGrant(Strict):
     tier: str | None = None
     models: list[str] = Field(default_factory=list)
     endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS))
+    tools: ToolAccess = Field(
+        True, description="Tools the scope grants: true (any), false (none) or name globs; grants add up."
+    )
 
 
 class ClientsSection(Strict):
@@ -202,7 +212,8 @@ class EngineRepetitionDetection(Strict):
         return self
 
 
-_STREAM_WHERE: tuple[Literal["output", "reasoning"], ...] = ("output", "reasoning")
+StreamWhere = Literal["output", "reasoning", "tool_arguments"]
+_STREAM_WHERE: tuple[StreamWhere, ...] = ("output", "reasoning", "tool_arguments")
 
 
 class LoopsSection(Strict):
@@ -221,7 +232,7 @@ class LoopsSection(Strict):
     enabled: bool = True
     rule_id: RuleId = "loop.repetition"
     mode: Mode = "enforce"
-    where: list[Literal["output", "reasoning"]] = Field(default_factory=lambda: list(_STREAM_WHERE))
+    where: list[StreamWhere] = Field(default_factory=lambda: list(_STREAM_WHERE))
     min_repeats: int = Field(4, ge=2, description="Copies of a unit back to back that make an exact loop.")
     max_period_chars: int = Field(
         256, ge=1, le=4096, description="Longest unit found character by character (longer: by lines)."
@@ -296,6 +307,23 @@ class GenerationSection(Strict):
     thinking: Sampling = Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)
     non_thinking: Sampling = Sampling(temperature=0.7, top_p=0.8, top_k=20)
     refuse_greedy: bool = Field(False, description="Refuse temperature 0 (greedy decoding loops more).")
+    # Schemas are compiled into grammars by the engine before the first token: bound what a client may send.
+    max_tools: int = Field(64, ge=0, le=128, description="Most tools one request may define (400 past it).")
+    max_tool_schema_bytes: int = Field(
+        65536, ge=1, description="Most bytes of all tool definitions of a request, as compact JSON."
+    )
+    max_response_schema_bytes: int = Field(
+        65536, ge=1, description="Most bytes of a response_format json_schema, as compact JSON."
+    )
+    max_schema_depth: int = Field(
+        32, ge=1, le=256, description="Deepest nesting of a tool's parameters or of the response schema."
+    )
+    max_tool_calls: int = Field(
+        16,
+        ge=1,
+        le=128,
+        description="Most tool calls in one answer; the next one ends the stream with finish_reason length.",
+    )
 
 
 # --- audit.yaml --------------------------------------------------------------------------------

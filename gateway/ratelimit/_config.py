@@ -33,8 +33,22 @@ class RateLimitConfig(BaseModel):
         50,
         ge=1,
         le=5000,
-        description="Bound on every Redis command, milliseconds.",
+        description=(
+            "Bound on every Redis command, milliseconds of time this process's event loop was free to read "
+            "the reply (time the loop spent late, busy with other requests, is not counted against Redis)."
+        ),
         json_schema_extra=option("redis_timeout_ms"),
+    )
+    loop_lag_allowance_ms: int = Field(
+        5000,
+        ge=0,
+        le=60000,
+        description=(
+            "How much wall time may be added to a Redis command's timeout while this process's event loop "
+            "is busy or Redis keeps answering other commands, before the command is given up on anyway, "
+            "milliseconds; 0 makes the timeout plain wall time."
+        ),
+        json_schema_extra=option("redis_loop_lag_allowance_ms"),
     )
     key_prefix: str = Field(
         "menshen:rl:",

@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -31,7 +31,7 @@ from ._errors import LimiterUnavailable, RateLimited
 from ._headers import rate_headers, retry_after_s
 from ._memory import MemoryStore
 from ._plan import Outcome, Plan, WindowState, compile_plan
-from ._redis import CANCEL_TIMEOUT_S, RedisStore
+from ._redis import CANCEL_TIMEOUT_S, UNDO_TTL_FLOOR_MS, RedisStore
 from ._store import AdmissionCancelled, Store, client_base
 
 T = TypeVar("T")
@@ -42,8 +42,11 @@ OnRedisError = Literal["fail_open", "fail_closed"]
 _STORAGE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, AdmissionCancelled)
 # Failures after which the call may have reached Redis and run there (builtin TimeoutError is an OSError).
 _UNDO_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-# Pauses between the attempts of an undo: three attempts, all well within the marker's TTL.
-_UNDO_BACKOFF_S = (0.1, 0.4)
+# Pauses between the attempts of an undo (or of freeing a lease whose settle failed): quick at first,
+# then every couple of seconds, so the work lands soon after a stall ends. Attempts go on for half the
+# undo marker's TTL, so the last one still finds the marker of an admission that arrived late.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 2.0
 # A burst of timeouts must not turn into a flood of cancels against a Redis that is already sick.
 _UNDO_PENDING_MAX = 1024
 _PLAN_CACHE_MAX = 4096
@@ -134,6 +137,7 @@ class RateLimiter:
         self._plans: dict[TierLimits, Plan] = {}
         self._held: dict[Store, dict[str, set[str]]] = {}
         self._lease_ttl_ms = int(self._config.lease_ttl_s * 1000)
+        self._retry_for_s = max(self._lease_ttl_ms, UNDO_TTL_FLOOR_MS) / 2000
         self._replica = secrets.token_hex(6)
         self._ids = itertools.count()
         self._down_until = 0.0
@@ -267,27 +271,47 @@ class RateLimiter:
     # --- undo of admissions whose reply was lost ---------------------------------------------
 
     def _schedule_undo(self, store: Store, base: str, plan: Plan, lease_id: str) -> None:
+        async def cancel() -> None:
+            if await store.cancel(base, plan, lease_id):
+                self._undone += 1
+
+        self._retry_in_background(cancel)
+
+    def _schedule_release(self, store: Store, base: str, plan: Plan, lease_id: str) -> None:
+        """Free the lease of an admission whose settle failed. Only the lease: settle.lua with no token
+        delta is idempotent, whereas a refund retried after a lost reply could be applied twice."""
+
+        async def release() -> None:
+            await store.settle(base, plan, lease_id, 0, ())
+
+        self._retry_in_background(release)
+
+    def _retry_in_background(self, attempt: Callable[[], Awaitable[None]]) -> None:
         if len(self._undos) >= _UNDO_PENDING_MAX:
             self._undo_failed("too many pending")
             return
-        task = asyncio.get_running_loop().create_task(self._undo(store, base, plan, lease_id))
+        task = asyncio.get_running_loop().create_task(self._retry(attempt))
         self._undos.add(task)
         task.add_done_callback(self._undos.discard)
 
-    async def _undo(self, store: Store, base: str, plan: Plan, lease_id: str) -> None:
-        """Cancel one admission, retrying a few times; never raises (failures are logged and counted).
-        A cancel is idempotent, so a retry after a lost reply cannot give anything back twice."""
+    async def _retry(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run an idempotent repair until it succeeds, with backoff, for at most half the undo marker's
+        TTL; never raises (a give-up is logged and counted). A stall longer than one attempt is normal:
+        the repair lands within about two seconds after Redis answers again."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._retry_for_s
+        pause = _RETRY_FIRST_S
         try:
-            for pause in (*_UNDO_BACKOFF_S, None):
+            while True:
                 try:
-                    if await store.cancel(base, plan, lease_id):
-                        self._undone += 1
+                    await attempt()
                     return
-                except Exception as exc:  # noqa: BLE001 - an undo never raises: every failure is counted
-                    if pause is None:
+                except Exception as exc:  # noqa: BLE001 - a repair never raises: every failure is counted
+                    if self._closed or loop.time() + pause >= give_up_at:
                         self._undo_failed(type(exc).__name__)
                         return
                 await asyncio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MAX_S)
         except asyncio.CancelledError:
             self._undo_failed("shutdown")
             raise
@@ -298,8 +322,8 @@ class RateLimiter:
         if now - self._undo_warned_at >= self._config.probe_interval_s:  # one line per interval at most
             self._undo_warned_at = now
             log.warning(
-                "could not undo a rate-limit admission whose reply was lost (%s); its charge stays until "
-                "its windows end (%d undos failed so far)",
+                "could not undo a rate-limit admission whose reply was lost, or free a lease whose settle "
+                "failed (%s); its charge stays until its windows end (%d undos failed so far)",
                 why,
                 self._undo_failures,
             )
@@ -365,8 +389,11 @@ class RateLimiter:
         try:
             await store.settle(base, plan, lease_id, delta, starts)
         except _STORAGE_ERRORS as exc:
-            # the lease expires by its TTL; an unrefunded reservation only over-charges this window
+            # An unrefunded reservation only over-charges this window, but a lease left behind would
+            # block the client's slot until its TTL: it is freed in the background once Redis answers.
             self._storage_failed(exc, "settle")
+            if lease_id is not None and plan.concurrency and store.undoable:
+                self._schedule_release(store, base, plan, lease_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -26,10 +26,16 @@ from gateway.guardrails.loop_check import engine_repetition_stop
 from gateway.guardrails.pipeline import Decision, Stop, StreamCheck
 from gateway.policy.sections import EndpointName, TierLimits
 from gateway.policy.store import PolicySnapshot, PolicyStore
-from gateway.protocol import AnyRequest
+from gateway.protocol import (
+    AnyRequest,
+    ChatCompletionRequest,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+)
 from gateway.ratelimit import Admission, LimiterUnavailable, RateLimited, RateLimiter
 from gateway.relay.endpoints import Endpoint
 from gateway.relay.errors import decode_error
+from gateway.relay.tool_policy import check_tool_request
 from gateway.relay.upstream import UpstreamPlan, plan_call
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.spans import SPAN_ADMISSION, SPAN_AUTH, phase
@@ -61,7 +67,11 @@ class AdmittedRequest:
 
     def stream_checks(self) -> list[StreamCheck]:
         """The output checks of this stream, in order: words and patterns, then the loop detector."""
-        checks: list[StreamCheck] = [self.snapshot.guardrails.stream_check(self.client_id)]
+        fmt = self.request.response_format if isinstance(self.request, ChatCompletionRequest) else None
+        json_content = isinstance(fmt, ResponseFormatJsonObject | ResponseFormatJsonSchema)
+        checks: list[StreamCheck] = [
+            self.snapshot.guardrails.stream_check(self.client_id, json_content=json_content)
+        ]
         loop = loop_check_for(self.snapshot.bundle, self.client_id)
         if loop is not None:
             checks.append(loop)
@@ -146,6 +156,7 @@ class Admitter:
         record.stream = parsed.stream
         grant = self.authorise(principal, snapshot, parsed.model, endpoint.name)
         bundle = snapshot.bundle
+        check_tool_request(parsed, bundle.generation, grant)
         plan = plan_call(parsed, bundle.generation, repetition_detection_params(bundle.loops))
         record.max_tokens = plan.max_tokens
         record.temperature = plan.temperature

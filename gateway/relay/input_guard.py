@@ -4,13 +4,16 @@ The texts are the ones the wire types list (``gateway.protocol.guard_texts``): m
 assistant tool-call arguments, tool descriptions and parameter schemas, completion prompts. A block ends the
 request with 400 ``content_filter`` naming the rule and, as ``param``, where the text sits. A mask rewrites the
 text in the request itself, so the one upstream body built afterwards carries the masked text; a mask that
-would break a tool's JSON parameter schema acts as a block. The scan's decisions go to the record as they
+would break a tool's JSON parameter schema, or the JSON arguments of a tool call in the history (vLLM parses
+them), acts as a block. The scan's decisions go to the record as they
 are, and to the span as events (rule and offsets, never the text).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+import msgspec
 
 from gateway.errors import ContentFiltered
 from gateway.guardrails.pipeline import Decision
@@ -35,6 +38,7 @@ class Guarded(Protocol):
 def guard_input(admitted: Guarded, record: RequestRecord) -> None:
     """Scan the request's texts; raise ``ContentFiltered`` on a block, mask the request in place on a mask."""
     guard = admitted.snapshot.guardrails
+    mask_char = admitted.snapshot.bundle.guardrails.mask_char
     request = admitted.request
     with phase(SPAN_INPUT_GUARD) as span:
         slots = guard_texts(request)
@@ -51,6 +55,11 @@ def guard_input(admitted: Guarded, record: RequestRecord) -> None:
             if blocking is not None:
                 raise ContentFiltered(blocking.rule, blocking.category, param=slot.where)
             if verdict.action == "mask" and verdict.text != slot.text:
+                masks = [d for d in verdict.hits if d.action == "mask" and d.mode == "enforce"]
+                if slot.kind == "tool_call_arguments" and not masks_kept_json(
+                    slot.text, verdict.text, [(d.start, d.end) for d in masks], mask_char
+                ):
+                    raise ContentFiltered(masks[0].rule, masks[0].category, param=slot.where)
                 texts[index] = verdict.text
                 masked_by = masked_by or next(d for d in verdict.hits if d.action == "mask")
         if masked_by is not None:
@@ -60,4 +69,23 @@ def guard_input(admitted: Guarded, record: RequestRecord) -> None:
                 raise ContentFiltered(masked_by.rule, masked_by.category, param="tools") from None
 
 
-__all__ = ["Guarded", "guard_input"]
+# Characters JSON may use outside a string value: a mask character among them proves nothing.
+_JSON_BARE = frozenset('0123456789+-.eEtrufalsn{}[],:" \t\r\n\\')
+
+
+def masks_kept_json(text: str, masked: str, spans: list[tuple[int, int]], mask_char: str) -> bool:
+    """True when every masked span of the JSON ``text`` lies inside a string value.
+
+    Spans without a quote or backslash leave every string's bounds where they were, so a mask character JSON
+    allows only inside strings makes ``masked`` parse exactly when each span sat inside a string (a span that
+    split an escape sequence does not parse either)."""
+    if mask_char in _JSON_BARE or any('"' in text[a:b] or "\\" in text[a:b] for a, b in spans):
+        return False
+    try:
+        msgspec.json.decode(masked)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+__all__ = ["Guarded", "guard_input", "masks_kept_json"]

@@ -19,6 +19,7 @@ from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, Upst
 from gateway.guardrails.pipeline import StreamPipeline
 from gateway.protocol import OutChatFullChoice, OutCompletion, OutMessage, OutTextChoice, SSEDecoder, frame
 from gateway.relay.admission import AdmittedRequest
+from gateway.relay.tool_stream import ToolCallOrderError
 from gateway.relay.transcoder import Transcoder, UpstreamStreamError
 from gateway.telemetry.record import RequestRecord
 from gateway.telemetry.recorder import Recorder
@@ -53,6 +54,7 @@ class Relay:
             prompt_estimate=admitted.plan.prompt_estimate,
             collect=not request.stream,
             repetition=admitted.engine_repetition(),
+            max_tool_calls=admitted.snapshot.bundle.generation.max_tool_calls,
         )
 
     async def body(self) -> AsyncGenerator[bytes, None]:
@@ -72,7 +74,13 @@ class Relay:
                 if transcoder.stop is not None:
                     break  # closing now makes vLLM abort; after [DONE] the body is read out to keep the connection
             yield transcoder.end()
-        except (EngineError, UpstreamStreamError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (
+            EngineError,
+            UpstreamStreamError,
+            ToolCallOrderError,
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+        ) as exc:
             error = record.failure = mid_stream_error(exc)
             yield frame(error.encode())
         finally:
@@ -117,7 +125,18 @@ class Relay:
         endpoint = self._admitted.endpoint
         choices: list[OutChatFullChoice] | list[OutTextChoice]
         if endpoint.chat:
-            message = OutMessage(role="assistant", content=content, reasoning=reasoning or None)
+            assembler = transcoder.tools.assembler
+            calls = assembler.calls() if assembler else None
+            if calls and transcoder.tools.cut_open:
+                calls.pop()  # cut inside its arguments: never hand a client half a call to run
+                calls = calls or None
+            # as vLLM: beside tool calls, content is null unless the model wrote some
+            message = OutMessage(
+                role="assistant",
+                content=content or None if calls else content,
+                reasoning=reasoning or None,
+                tool_calls=calls,
+            )
             choices = [OutChatFullChoice(0, message, finish_reason=finish)]
         else:
             choices = [OutTextChoice(0, content, finish_reason=finish)]

@@ -2,7 +2,8 @@
 
 This is the hot path: one ``feed`` per network read, a msgspec decode and encode per chunk, and no
 per-request work (policy lookups, logging) per chunk. It re-encodes only OpenAI fields, so vLLM's
-``token_ids`` and friends never reach the client.
+``token_ids`` and friends never reach the client. Tool calls go through ``ToolCallRelay``: their arguments are
+output, scanned per call in the pipeline's ``tool_arguments`` field.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from gateway.protocol import (
     OutChunk,
     OutDelta,
     OutTextChoice,
+    OutToolCallDelta,
     UpChunk,
     Usage,
     frame,
 )
 from gateway.relay.endpoints import Endpoint
+from gateway.relay.tool_stream import ToolCallRelay
 
 _decode_chunk = msgspec.json.Decoder(UpChunk).decode
 _encode = msgspec.json.Encoder().encode
@@ -54,6 +57,7 @@ class Transcoder:
         "generated_tokens",
         "id",
         "stop",
+        "tools",
         "upstream_done",
         "usage",
     )
@@ -69,6 +73,7 @@ class Transcoder:
         prompt_estimate: int,
         collect: bool = False,
         repetition: tuple[Stop, Decision] | None = None,
+        max_tool_calls: int = 16,
     ) -> None:
         self._chat = endpoint.chat
         self._object = endpoint.chunk_object
@@ -92,6 +97,7 @@ class Transcoder:
         self.extension: dict[str, object] | None = None
         # Non-streamed responses collect (reasoning, content) pieces instead of framing them.
         self.collected: tuple[list[str], list[str]] | None = ([], []) if collect else None
+        self.tools = ToolCallRelay(pipeline, max_tool_calls, collect=collect)
 
     @property
     def model(self) -> str:
@@ -120,7 +126,9 @@ class Transcoder:
     def _choice(self, delta: object, text: str | None, finish: str | None, frames: list[bytes]) -> None:
         pipeline = self._pipeline
         reasoning = content = ""
+        calls = None
         if self._chat and delta is not None:
+            calls = getattr(delta, "tool_calls", None)
             content = getattr(delta, "content", None) or ""
             reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None) or ""
             if not self._role_sent and getattr(delta, "role", None):
@@ -128,7 +136,7 @@ class Transcoder:
                 frames.append(self._frame(OutDelta(role="assistant", content="")))
         elif text:
             content = text
-        if content or reasoning:
+        if content or reasoning or calls:
             self.generated_tokens += 1
         out_r = pipeline.feed("reasoning", reasoning).text if reasoning else ""
         if content and self._reasoning_open and pipeline.stopped is None:
@@ -138,6 +146,8 @@ class Transcoder:
             out_c = pipeline.feed("content", content).text
         if out_r or out_c:
             frames.append(self._delta_frame(out_r, out_c))
+        if calls and pipeline.stopped is None:
+            self._tool_frame(self.tools.feed(calls), frames)
         if pipeline.stopped is not None:
             self._stopped(pipeline.stopped, frames)
             return
@@ -160,6 +170,7 @@ class Transcoder:
         out_c = pipeline.finish("content").text if pipeline.stopped is None else ""
         if out_r or out_c:
             frames.append(self._delta_frame(out_r, out_c))
+        self._tool_frame(self.tools.close(), frames)
 
     def _close_reasoning(self) -> str:
         """Finish the reasoning field once; reasoning arriving later is not released (fail closed)."""
@@ -210,6 +221,11 @@ class Transcoder:
         return frame(
             _encode(OutChunk(self.id, self._object, self.created, self._model, [OutTextChoice(0, content)]))
         )
+
+    def _tool_frame(self, calls: list[OutToolCallDelta], frames: list[bytes]) -> None:
+        # vLLM sends ``"content": null`` beside tool calls (``OutDelta`` keeps it when ``tool_calls`` is set)
+        if calls:
+            frames.append(self._frame(OutDelta(content=None, tool_calls=calls)))
 
     def _frame(self, delta: OutDelta) -> bytes:
         if self.collected is not None:

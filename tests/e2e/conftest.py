@@ -1,4 +1,4 @@
-"""The real vLLM CPU engine, started once per test session through the supervisor.
+"""The real vLLM CPU engines, each started once per test session through its supervisor.
 
 The supervisor runs on its own event loop in a background thread, so it keeps pumping the engine's
 output and restarting it between tests whatever loop (or none) a test uses. Its state properties
@@ -6,54 +6,21 @@ output and restarting it between tests whatever loop (or none) a test uses. Its 
 coroutines such as ``wait_ready`` go through ``engine_runner.run(...)``.
 
 Skipped when vLLM is not installed. ``GATEWAY_DATA_DIR`` (default ``~/.cache/menshen``) holds the
-demo model, prepared on first use.
+demo models, prepared on first use. The chat and the embeddings engine each start only for the tests
+that ask for them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import threading
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 
-from engine import EngineSupervisor, SupervisorConfig
+from engine import EngineSupervisor, Role, SupervisorConfig
+from tests.support.e2e import ENGINE_START_TIMEOUT_S, LoopThread
 
-T = TypeVar("T")
 # Start-up takes 35-60 s on an idle 2-core machine and several minutes on a busy one.
-ENGINE_START_TIMEOUT_S = 900.0
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run`` executes a coroutine there and returns its result."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="engine-supervisor-loop", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self.run(self._cancel_leftovers(), timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    @staticmethod
-    async def _cancel_leftovers() -> None:
-        current = asyncio.current_task()
-        leftovers = [task for task in asyncio.all_tasks() if task is not current]
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")
@@ -66,22 +33,34 @@ def engine_runner() -> Iterator[LoopThread]:
         runner.close()
 
 
-@pytest.fixture(scope="session")
-def engine_supervisor(engine_runner: LoopThread) -> Iterator[EngineSupervisor]:
-    """The started and ready ``cpu-demo`` engine supervisor, shared by the whole session."""
+def _supervised(runner: LoopThread, role: Role) -> Iterator[EngineSupervisor]:
+    """Start the ``cpu-demo`` engine with ``role`` on ``runner``, yield it ready, stop it after."""
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed (make install-cpu)")
     supervisor = EngineSupervisor(
         SupervisorConfig(
             profile="cpu-demo",
+            role=role,
             startup_timeout_s=ENGINE_START_TIMEOUT_S,
             backoff_min_s=0.5,
             backoff_max_s=5.0,
         )
     )
-    engine_runner.run(supervisor.start(), timeout=ENGINE_START_TIMEOUT_S)
+    runner.run(supervisor.start(), timeout=ENGINE_START_TIMEOUT_S)
     try:
-        engine_runner.run(supervisor.wait_ready(ENGINE_START_TIMEOUT_S))
+        runner.run(supervisor.wait_ready(ENGINE_START_TIMEOUT_S))
         yield supervisor
     finally:
-        engine_runner.run(supervisor.stop(), timeout=120)
+        runner.run(supervisor.stop(), timeout=120)
+
+
+@pytest.fixture(scope="session")
+def engine_supervisor(engine_runner: LoopThread) -> Iterator[EngineSupervisor]:
+    """The started and ready ``cpu-demo`` chat engine supervisor, shared by the whole session."""
+    yield from _supervised(engine_runner, "chat")
+
+
+@pytest.fixture(scope="session")
+def embeddings_supervisor(engine_runner: LoopThread) -> Iterator[EngineSupervisor]:
+    """The started and ready ``cpu-demo`` embeddings engine (all-MiniLM-L6-v2), shared by the session."""
+    yield from _supervised(engine_runner, "embeddings")

@@ -20,10 +20,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from engine import EngineSupervisor
 from gateway.app import AppParts
 from gateway.up import DEMO_CLIENT, demo_token
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S, LoopThread
-from tests.e2e.test_supervisor_engine import _requests_running
-from tests.harness import RunningGateway, gateway_settings, run_gateway
-from tests.unit.engine.support import wait_until_sync
+from tests.support.e2e import ENGINE_START_TIMEOUT_S, LoopThread, requests_running
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.support.processes import wait_until_sync
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
 
@@ -105,9 +104,9 @@ def test_disconnect_through_gateway_aborts_in_vllm(
         lines = response.iter_lines()
         for _ in range(6):
             next(lines)
-        assert _requests_running(engine_supervisor) >= 1
+        assert requests_running(engine_supervisor) >= 1
     closed = time.monotonic()
-    assert wait_until_sync(lambda: _requests_running(engine_supervisor) == 0, 2.0)
+    assert wait_until_sync(lambda: requests_running(engine_supervisor) == 0, 2.0)
     assert time.monotonic() - closed < 2.0
 
 

@@ -22,8 +22,8 @@ import yaml
 from engine import EngineSupervisor
 from gateway.app import AppParts
 from gateway.cli import main as gateway_cli
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
-from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
+from tests.support.e2e import ENGINE_START_TIMEOUT_S
+from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S * 2 + 300)]
 

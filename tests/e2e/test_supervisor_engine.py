@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 
-import httpx
 import pytest
 
 from engine import EngineSupervisor
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
-from tests.unit.engine.support import wait_until_sync
+from tests.support.e2e import ENGINE_START_TIMEOUT_S, engine_client, requests_running
+from tests.support.processes import wait_until_sync
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
-
-_RUNNING = re.compile(r"^vllm:num_requests_running\{[^}]*\}\s+(\S+)$", re.MULTILINE)
-
-
-def _client(sup: EngineSupervisor, *, key: str | None = "internal") -> httpx.Client:
-    headers = {"Authorization": f"Bearer {sup.api_key if key == 'internal' else key}"} if key else {}
-    return httpx.Client(base_url=sup.base_url, headers=headers, timeout=120, trust_env=False)
 
 
 def _chat(sup: EngineSupervisor, content: str, **extra: object) -> dict[str, object]:
@@ -39,16 +30,8 @@ def _chat(sup: EngineSupervisor, content: str, **extra: object) -> dict[str, obj
     return body
 
 
-def _requests_running(sup: EngineSupervisor) -> float:
-    with _client(sup, key=None) as client:
-        text = client.get("/metrics").text
-    values = _RUNNING.findall(text)
-    assert values, "vllm:num_requests_running missing from /metrics"
-    return sum(float(v) for v in values)
-
-
 def test_greedy_answer_contains_paris(engine_supervisor: EngineSupervisor) -> None:
-    with _client(engine_supervisor) as client:
+    with engine_client(engine_supervisor) as client:
         response = client.post(
             "/v1/chat/completions",
             json=_chat(engine_supervisor, "What is the capital of France?", max_tokens=30),
@@ -68,7 +51,7 @@ def test_streamed_text_and_usage(engine_supervisor: EngineSupervisor) -> None:
     )
     text, usage = "", None
     with (
-        _client(engine_supervisor) as client,
+        engine_client(engine_supervisor) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         assert response.status_code == 200
@@ -87,13 +70,13 @@ def test_streamed_text_and_usage(engine_supervisor: EngineSupervisor) -> None:
 
 def test_engine_refuses_calls_without_the_internal_key(engine_supervisor: EngineSupervisor) -> None:
     body = _chat(engine_supervisor, "hi", max_tokens=1)
-    with _client(engine_supervisor, key=None) as client:
+    with engine_client(engine_supervisor, key=None) as client:
         assert client.post("/v1/chat/completions", json=body).status_code == 401
         assert client.get("/v1/models").status_code == 401
         assert client.get("/health").status_code == 200  # health stays open for the supervisor
-    with _client(engine_supervisor, key="not-the-key") as client:
+    with engine_client(engine_supervisor, key="not-the-key") as client:
         assert client.post("/v1/chat/completions", json=body).status_code == 401
-    with _client(engine_supervisor) as client:
+    with engine_client(engine_supervisor) as client:
         assert client.get("/v1/models").json()["data"][0]["id"] == "smollm2-135m-instruct"
 
 
@@ -150,14 +133,14 @@ def test_closing_a_stream_aborts_the_request_within_2s(engine_supervisor: Engine
     )
     body["stream"] = True
     with (
-        _client(engine_supervisor) as client,
+        engine_client(engine_supervisor) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         assert response.status_code == 200
         lines = response.iter_lines()
         for _ in range(5):
             next(lines)
-        assert _requests_running(engine_supervisor) >= 1
+        assert requests_running(engine_supervisor) >= 1
     closed = time.monotonic()
-    assert wait_until_sync(lambda: _requests_running(engine_supervisor) == 0, 2.0)
+    assert wait_until_sync(lambda: requests_running(engine_supervisor) == 0, 2.0)
     assert time.monotonic() - closed < 2.0

@@ -24,8 +24,8 @@ from gateway.auth.keystore import KeyFile, mint_token, signing_key
 from gateway.cli import main as cli_main
 from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
-from tests.harness import RunningGateway, gateway_settings, run_gateway
-from tests.logcapture import Logs, RawCapture, saved_logging
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.support.logcapture import Logs, RawCapture, saved_logging
 
 AUDIENCE = "menshen"
 DEFAULT_REPLY = "Hello from the fake engine."

@@ -15,7 +15,8 @@ import pytest
 from gateway.cli import build_parser
 from gateway.settings import OPTIONS
 from tests.fakes.engine import FakeEngine
-from tests.harness import REPO, free_port, wait_for
+from tests.support.gateway import REPO, wait_for
+from tests.support.ports import free_port
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 

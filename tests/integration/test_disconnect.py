@@ -9,7 +9,7 @@ import httpx
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import RunningGateway, wait_for
+from tests.support.gateway import RunningGateway, wait_for
 
 
 def _body(script: str, stream: bool) -> dict[str, object]:

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from tests.fakes.engine import FakeEngine
-from tests.harness import RunningGateway, free_port, wait_for
-from tests.integration.edge_server import capture_logs, connect, serve_edge
+from tests.support.edge_server import capture_logs, connect, serve_edge
+from tests.support.gateway import RunningGateway, wait_for
+from tests.support.ports import free_port
 
 CHAT = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.fakes.engine import FakeEngine
-from tests.harness import RunningGateway
-from tests.integration.edge_server import connect, read_all, serve_edge, status_of
+from tests.support.edge_server import connect, read_all, serve_edge, status_of
+from tests.support.gateway import RunningGateway
 
 BOUND_S = 2.0
 CHAT = b'{"model":"qwen3-8b","messages":[{"role":"user","content":"hi"}]}'

@@ -29,7 +29,7 @@ from gateway.app import AppParts
 from gateway.auth.keystore import KeyFile, mint_token, signing_key
 from gateway.telemetry import SPAN_ADMISSION, SPAN_AUTH, SPAN_INPUT_GUARD, Telemetry
 from tests.fakes.engine import FakeEngine
-from tests.harness import RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway, wait_for
 
 CHAT = "qwen3-8b"
 EMBED = "all-minilm-l6-v2"

@@ -23,7 +23,7 @@ import yaml
 from gateway.telemetry.audit import content_hmac
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Piece, Script
-from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway, wait_for
 
 MODEL = "qwen3-8b"
 BANNED = "禁词示例"  # in policies/default/lists/violence.txt, rule words.violence (block)

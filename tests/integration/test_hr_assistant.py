@@ -29,7 +29,7 @@ import yaml
 from gateway.cli import main as gateway_cli
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
+from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"

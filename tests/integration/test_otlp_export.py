@@ -25,7 +25,7 @@ from gateway.telemetry import (
     response_attributes,
     setup_tracing,
 )
-from tests.otlp import Received, kv_dict, otlp_grpc_receiver, otlp_http_receiver
+from tests.support.otlp import Received, kv_dict, otlp_grpc_receiver, otlp_http_receiver
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"

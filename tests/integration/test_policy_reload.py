@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy import PolicyError, PolicySnapshot, PolicyStore, install_sighup, watch
-from tests.unit.policy.conftest import VALID_BUNDLE, WordScanner, write_bundle
+from tests.support.policy import VALID_BUNDLE, WordScanner, write_bundle
 
 DEBOUNCE_MS = 200
 

@@ -23,8 +23,10 @@ import redis
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import RunningGateway, free_port, gateway_settings, run_gateway, wait_for
-from tests.integration.replicas import (
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway, wait_for
+from tests.support.ports import free_port
+from tests.support.redis import REDIS_URL
+from tests.support.replicas import (
     ANONYMOUS_BASE,
     Bundle,
     GatewayProcess,
@@ -33,7 +35,6 @@ from tests.integration.replicas import (
     start_replicas,
     stop_all,
 )
-from tests.unit.ratelimit.support import REDIS_URL
 
 pytestmark = pytest.mark.redis
 
@@ -403,13 +404,15 @@ def test_headers_on_every_answer_and_429_through_the_sdk(
 # --- Redis outage --------------------------------------------------------------------------------------
 
 
-def _outage_gateway(tmp: Path, engine: FakeEngine, redis_url: str, mode: str, tier: dict[str, Any]) -> Any:
+def _outage_gateway(
+    tmp: Path, engine: FakeEngine, redis_url: str, mode: str, tier: dict[str, Any], **options: Any
+) -> Any:
     bundle = Bundle(tmp / "policies")
     bundle.set_limits(tier, mode)
     # 500 ms, not the default 50: the gateway, the proxy and the test share one process on a busy box,
     # and a spurious timeout would change which limiter answers
     settings = gateway_settings(
-        tmp / "data", engine.url, policies=bundle.root, redis_url=redis_url, redis_timeout_ms=500
+        tmp / "data", engine.url, policies=bundle.root, redis_url=redis_url, redis_timeout_ms=500, **options
     )
     return run_gateway(settings)
 
@@ -494,7 +497,10 @@ def test_an_admission_answered_too_late_is_undone(
 
     proxy = ProxyThread()
     try:
-        with _outage_gateway(tmp_path, engine, proxy.url, mode, {"requests": "100/hour"}) as gateway:
+        # no allowance: while Redis answers other commands, a late reply is otherwise waited for
+        with _outage_gateway(
+            tmp_path, engine, proxy.url, mode, {"requests": "100/hour"}, redis_loop_lag_allowance_ms=0
+        ) as gateway:
             assert _chat(gateway).status_code == 200  # counted in Redis
             wait_for(lambda: keys() == {requests}, within=5.0)
             settled_markers = undo_keys()

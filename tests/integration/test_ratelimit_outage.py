@@ -24,10 +24,10 @@ from gateway.ratelimit import (
     RateLimited,
     RateLimiter,
 )
-from tests.unit.ratelimit.support import (
+from tests.support.ports import free_port
+from tests.support.redis import (
     REDIS_URL,
     RedisProxy,
-    free_port,
     redis_keys,
     redis_state,
 )
@@ -173,7 +173,10 @@ async def test_an_admission_answered_too_late_is_undone(
 ) -> None:
     limits = TierLimits(requests="3/minute;100/hour", tokens="1000/minute", concurrency=2)
     # 200 ms rather than 50: the proxy shares this loop on a busy 2-core box
-    limiter = limiter_at(proxy.url, prefix, command_timeout_ms=200, probe_interval_s=0.3)
+    # no allowance: Redis answers the health probe, so a late reply would otherwise be waited for
+    limiter = limiter_at(
+        proxy.url, prefix, command_timeout_ms=200, probe_interval_s=0.3, loop_lag_allowance_ms=0
+    )
     try:
         assert await limiter.warm_up()
         held = await limiter.admit("alice", limits, 200, mode)  # on Redis, still in flight
@@ -211,13 +214,14 @@ async def test_an_admission_answered_too_late_is_undone(
 async def test_an_undo_that_cannot_reach_redis_is_counted_and_logged(
     prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    limiter = limiter_at(f"redis://127.0.0.1:{free_port()}/15", prefix)
+    # the shortest lease TTL: attempts go on for half the undo TTL (its 10 s floor), 5 s
+    limiter = limiter_at(f"redis://127.0.0.1:{free_port()}/15", prefix, lease_ttl_s=1.0)
     try:
         with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
             _, result = await timed(limiter.admit("alice", LIMITS, 0, "fail_closed"))
             assert isinstance(result, LimiterUnavailable)
-            # three quick attempts against a refused port, then it gives up: never raised
-            await eventually(lambda: limiter.status().undo_failures == 1)
+            # attempts with backoff for half the undo TTL (10 s floor), then it gives up: never raised
+            await eventually(lambda: limiter.status().undo_failures == 1, within=8.0)
         assert limiter.status().undone == 0
         assert any("could not undo" in r.getMessage() for r in caplog.records)
     finally:
@@ -234,3 +238,43 @@ async def test_shutdown_does_not_wait_long_for_undos(prefix: str, proxy: RedisPr
     await limiter.aclose()
     assert time.perf_counter() - started < 2.0  # one undo attempt's time (1 s), not all of them
     assert limiter.status().undo_failures == 1
+
+
+# --- a stall: Redis stops serving for longer than every attempt, then runs what was queued -----------
+
+
+async def admit_all(limiter: RateLimiter, limits: TierLimits, count: int) -> list[object]:
+    calls = (timed(limiter.admit("alice", limits, 0, "fail_closed")) for _ in range(count))
+    return [result for _, result in await asyncio.gather(*calls)]
+
+
+async def test_leases_taken_during_a_stall_do_not_outlive_it(prefix: str, proxy: RedisProxy) -> None:
+    """Red-team #5: four admissions reach a stalled Redis from a freshly started gateway; each times out
+    (503) and is undone. When Redis runs the queued admissions after the stall, their leases must be
+    given back promptly, not held for the lease TTL (30 s) while the client gets 429."""
+    limits = TierLimits(concurrency=4)
+    limiter = limiter_at(proxy.url, prefix, command_timeout_ms=200, probe_interval_s=0.2)
+    try:
+        assert await limiter.warm_up()  # as the app does at start-up
+        proxy.stall()
+        during = await admit_all(limiter, limits, 4)
+        assert all(isinstance(r, LimiterUnavailable) for r in during)
+        await asyncio.sleep(6.0)  # longer than an undo used to try (three attempts, about 3.5 s)
+        proxy.resume()
+
+        # the leases are given back within a couple of seconds of recovery, far inside their TTL
+        deadline = time.monotonic() + 8.0
+        while True:
+            await asyncio.sleep(0.25)
+            after = await admit_all(limiter, limits, 4)
+            admitted = [r for r in after if isinstance(r, Admission)]
+            for admission in admitted:
+                await admission.settle(0)
+            if len(admitted) == 4:
+                break
+            assert all(isinstance(r, Admission | RateLimited | LimiterUnavailable) for r in after)
+            assert time.monotonic() < deadline, f"still refused after the stall: {after}"
+        assert limiter.status().undo_failures == 0  # every undo landed once Redis answered
+        assert not [k for k in await redis_keys(prefix) if k.endswith(":c")]
+    finally:
+        await limiter.aclose()

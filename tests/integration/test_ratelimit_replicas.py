@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy.sections import TierLimits
-from tests.unit.ratelimit.support import redis_keys, run_replicas
+from tests.support.redis import redis_keys, run_replicas
 
 pytestmark = pytest.mark.redis
 

@@ -11,7 +11,8 @@ import pytest
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import RunningGateway, free_port, gateway_settings, run_gateway
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.support.ports import free_port
 
 CHAT = "/chat/completions"
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import RunningGateway
+from tests.support.gateway import RunningGateway
 
 ANSWER = "The capital of France is Paris, a city on the Seine."
 

@@ -45,9 +45,16 @@ from gateway.telemetry import (
 from gateway.telemetry.logging import configure_logging
 from tests.fakes.engine import FakeEngine
 from tests.fakes.script import Script
-from tests.harness import DEFAULT_POLICIES, RunningGateway, free_port, gateway_settings, run_gateway, wait_for
-from tests.logcapture import Logs, RawCapture, saved_logging
-from tests.otlp import otlp_http_receiver
+from tests.support.gateway import (
+    DEFAULT_POLICIES,
+    RunningGateway,
+    gateway_settings,
+    run_gateway,
+    wait_for,
+)
+from tests.support.logcapture import Logs, RawCapture, saved_logging
+from tests.support.otlp import otlp_http_receiver
+from tests.support.ports import free_port
 
 MODEL = "qwen3-8b"
 SERVER_SPAN = "POST /v1/chat/completions"

@@ -1,7 +1,8 @@
 """``gateway up`` and ``gateway serve`` as a person runs them: real processes, stopped by SIGINT/SIGTERM.
 
-``gateway up`` runs the engine stand-in of the supervisor tests (``MENSHEN_ENGINE_COMMAND``); ``gateway
-serve`` runs in front of the fake engine. Either must exit 0 without a traceback and leave no engine behind.
+``gateway up`` runs the engine stand-in of the supervisor tests (``MENSHEN_ENGINE_COMMAND``) for each
+engine of the ``cpu-demo`` profile (chat and embeddings); ``gateway serve`` runs in front of the fake
+engine. Either must exit 0 without a traceback and leave no engine behind.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pytest
 
 from gateway.up import ENGINE_COMMAND_ENV
 from tests.fakes.engine import FakeEngine
-from tests.harness import REPO, free_port
-from tests.unit.engine.support import FAKE_ENGINE, pid_alive, wait_until_sync
+from tests.support.gateway import REPO
+from tests.support.ports import free_port
+from tests.support.processes import FAKE_ENGINE, pid_alive, read_runs, wait_until_sync
 
 START_TIMEOUT_S = 90.0  # cold imports on a shared 2-core machine
 TRACEBACK = re.compile(r"Traceback|KeyboardInterrupt|CancelledError")
@@ -100,7 +102,16 @@ def _up(tmp: Path, state: Path, *extra: str, env: dict[str, str] | None = None) 
     state.mkdir(exist_ok=True)
     return Gateway(
         tmp,
-        ["up", "--profile", "cpu-demo", "--engine-arg", f"model={tmp / 'model'}", *extra],
+        [
+            "up",
+            "--profile",
+            "cpu-demo",
+            "--engine-arg",
+            f"model={tmp / 'model'}",
+            "--engine-arg",
+            f"embeddings:model={tmp / 'embedding-model'}",
+            *extra,
+        ],
         {
             ENGINE_COMMAND_ENV: f"{sys.executable} {FAKE_ENGINE}",
             "FAKE_STATE_DIR": str(state),
@@ -119,55 +130,79 @@ def _assert_quiet_exit(gw: Gateway, code: int) -> None:
 def test_up_stops_gateway_and_engine_on_a_signal(
     tmp_path: Path, gateways: list[Gateway], sig: signal.Signals
 ) -> None:
-    gw = _up(tmp_path, tmp_path / "state")
+    state = tmp_path / "state"
+    gw = _up(tmp_path, state)
     gateways.append(gw)
     assert wait_until_sync(lambda: gw.engine_pid() is not None, START_TIMEOUT_S, step=0.2), gw.stderr()
     pid = gw.engine_pid()
     assert pid is not None and pid_alive(pid)
-    # The banner is printed once the engine is ready; wait for it before interrupting.
+    # The banner is printed once every engine is ready; wait for it before interrupting.
     assert wait_until_sync(lambda: "Menshen is ready at" in gw.stdout(), 10), gw.stdout()
+    assert "models: 'smollm2-135m-instruct' (chat), 'all-minilm-l6-v2' (embeddings)" in gw.stdout()
+    assert f"curl -s {gw.url}/v1/embeddings" in gw.stdout()
+    runs = {run["argv"][run["argv"].index("--served-model-name") + 1]: run for run in read_runs(state)}
+    assert set(runs) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+    pids = [run["pid"] for run in runs.values()]
+    assert pid in pids
+    assert all(pid_alive(p) for p in pids)
+    ports = {run["argv"][run["argv"].index("--port") + 1] for run in runs.values()}
+    assert len(ports) == 2
 
     _assert_quiet_exit(gw, gw.stop(sig))
-    assert not pid_alive(pid)
-    assert "engine stopped" in gw.stderr()
-    # The engine's own output went to its log file, not to the terminal.
-    assert "[fake] serving on" in (gw.data_dir / "logs" / "engine-cpu-demo.log").read_text()
+    assert not any(pid_alive(p) for p in pids)
+    assert "chat engine stopped" in gw.stderr()
+    assert "embeddings engine stopped" in gw.stderr()
+    # Each engine's own output went to its log file, not to the terminal.
+    for role in ("chat", "embeddings"):
+        assert "[fake] serving on" in (gw.data_dir / "logs" / f"engine-cpu-demo-{role}.log").read_text()
     assert "[fake]" not in gw.stderr()
 
 
-def test_up_second_interrupt_during_shutdown_still_stops_the_engine(
+def test_up_second_interrupt_during_shutdown_still_stops_the_engines(
     tmp_path: Path, gateways: list[Gateway]
 ) -> None:
-    # An engine that ignores SIGTERM keeps the shutdown busy for the whole grace period (then SIGKILL).
-    gw = _up(tmp_path, tmp_path / "state", env={"FAKE_IGNORE_TERM": "1"})
+    # Engines that ignore SIGTERM keep the shutdown busy for the whole grace period (then SIGKILL).
+    state = tmp_path / "state"
+    gw = _up(tmp_path, state, env={"FAKE_IGNORE_TERM": "1"})
     gateways.append(gw)
     assert wait_until_sync(lambda: gw.engine_pid() is not None, START_TIMEOUT_S, step=0.2), gw.stderr()
-    pid = gw.engine_pid()
-    assert pid is not None
+    assert wait_until_sync(lambda: len(read_runs(state)) == 2, 10)
+    pids = [run["pid"] for run in read_runs(state)]
     gw.proc.send_signal(signal.SIGINT)
-    # The server is done and the supervisor is waiting for the engine: interrupt again.
+    # The server is done and the supervisors are waiting for the engines: interrupt again.
     assert wait_until_sync(lambda: "Finished server process" in gw.stderr(), 30), gw.stderr()
     _assert_quiet_exit(gw, gw.stop(signal.SIGINT))
-    assert not pid_alive(pid)
-    assert "ignored SIGTERM" in gw.stderr()
+    assert not any(pid_alive(p) for p in pids)
+    assert gw.stderr().count("ignored SIGTERM") == 2
 
 
+@pytest.mark.parametrize(
+    ("failing", "role"), [("smollm2-135m-instruct", "chat"), ("all-minilm-l6-v2", "embeddings")]
+)
 def test_up_engine_that_cannot_start_shows_the_end_of_its_log(
-    tmp_path: Path, gateways: list[Gateway]
+    tmp_path: Path, gateways: list[Gateway], failing: str, role: str
 ) -> None:
-    gw = _up(tmp_path, tmp_path / "state", "--log-json", "false", env={"FAKE_FAIL_RUNS": "9"})
+    state = tmp_path / "state"
+    gw = _up(tmp_path, state, "--log-json", "false", env={"FAKE_FAIL_SERVED": failing})
     gateways.append(gw)
     code = gw.proc.wait(timeout=START_TIMEOUT_S)
     err = gw.stderr()
-    log_path = gw.data_dir / "logs" / "engine-cpu-demo.log"
+    log_path = gw.data_dir / "logs" / f"engine-cpu-demo-{role}.log"
     assert code == 1, err
     assert not TRACEBACK.search(err), err
     assert f"last lines of {log_path}" in err
     # Human-readable form: the tail arrives as lines of its own, the engine's exit message among them.
-    assert "  ERROR 01-01 00:00:00 [fake] run 1 failing on purpose" in err.splitlines()
-    assert "  INFO 01-01 00:00:00 [fake] fake engine run 1 starting" in err.splitlines()
+    lines = err.splitlines()
+    assert any(
+        re.fullmatch(r"  ERROR 01-01 00:00:00 \[fake\] run \d failing on purpose", line) for line in lines
+    )
+    assert any(
+        re.fullmatch(r"  INFO 01-01 00:00:00 \[fake\] fake engine run \d starting", line) for line in lines
+    )
     assert "Menshen is ready" not in gw.stdout()
     assert "failing on purpose" in log_path.read_text()
+    # The engine that did start is stopped with the rest.
+    assert not any(pid_alive(run["pid"]) for run in read_runs(state))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -24,8 +24,9 @@ from gateway.settings import ConfigError, load_settings
 from gateway.up import ENGINE_COMMAND_ENV
 from gateway.workers import WORKER_HEADER
 from tests.fakes.engine import DEFAULT_MODEL, FakeEngine
-from tests.harness import DEFAULT_POLICIES, REPO, free_port
-from tests.unit.engine.support import FAKE_ENGINE, pid_alive, wait_until_sync
+from tests.support.gateway import DEFAULT_POLICIES, REPO
+from tests.support.ports import free_port
+from tests.support.processes import FAKE_ENGINE, pid_alive, wait_until_sync
 
 START_TIMEOUT_S = 120.0  # two cold interpreters on a shared 2-core machine
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,8 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
+
+from tests.support.ports import free_port
 
 _T = TypeVar("_T")
 
@@ -73,12 +74,6 @@ def cpu_split_path(stat: Path) -> tuple[float, float]:
 def cpu_seconds(pid: int) -> float:
     user, system = cpu_split(pid)
     return user + system
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def closed_connections(port: int) -> int:

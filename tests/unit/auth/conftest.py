@@ -6,7 +6,7 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from tests.unit.auth.helpers import Clock, JwksServer
+from tests.support.jwt import Clock, JwksServer
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from gateway.auth.errors import AuthError, Forbidden, bearer_challenge
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import IssuerTrust, JwtVerifier
 from gateway.auth.principal import principal_from_claims
-from tests.unit.auth.helpers import AUD, ISS, Clock, claims, make_verifier, sign
+from tests.support.jwt import AUD, ISS, Clock, claims, make_verifier, sign
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer   "])

@@ -101,3 +101,44 @@ def test_anonymous_needs_a_default_tier_or_an_entry(clients: ClientsSection) -> 
         authorize(anonymous_principal(), clients, "qwen3-8b", "chat")
     with_default = clients.model_copy(update={"default_tier": "dev"})
     assert authorize(anonymous_principal(), with_default, "anything", "completions").tier == "dev"
+
+
+# --- tools --------------------------------------------------------------------------------------------------
+
+
+def test_tool_grants_of_a_listed_client() -> None:
+    section = ClientsSection(
+        clients={
+            "hr": ClientPolicy(tier="t", tools=["hr_*", "calendar_*"]),
+            "plain": ClientPolicy(tier="t", tools=False),
+            "open": ClientPolicy(tier="t"),
+        }
+    )
+    hr = grant_for(principal("hr"), section)
+    assert hr.allows_tool("hr_lookup") and hr.allows_tool("calendar_add")
+    assert not hr.allows_tool("shell_exec") and not hr.allows_tool("HR_lookup")
+    assert not grant_for(principal("plain"), section).allows_tool("hr_lookup")
+    assert grant_for(principal("open"), section).allows_tool("anything")
+
+
+def test_scope_tool_grants_add_up() -> None:
+    section = ClientsSection(
+        scopes={
+            "a": ScopeGrant(tier="t", tools=["hr_*"]),
+            "b": ScopeGrant(tools=["calendar_*"]),
+            "none": ScopeGrant(tools=False),
+            "all": ScopeGrant(),
+        }
+    )
+    both = grant_for(principal("idp", "a", "b", "none"), section)
+    assert both.allows_tool("hr_x") and both.allows_tool("calendar_y") and not both.allows_tool("mail_z")
+    assert not grant_for(principal("idp", "a", "none"), section).allows_tool("calendar_y")
+    assert grant_for(principal("idp", "a", "all"), section).allows_tool("mail_z")
+    assert not grant_for(
+        principal("idp", "none"), ClientsSection(default_tier="t", scopes=section.scopes)
+    ).tools
+
+
+def test_tool_globs_are_validated() -> None:
+    with pytest.raises(ValueError, match="tools"):
+        ClientPolicy.model_validate({"tier": "t", "tools": ["hr tools"]})

@@ -11,7 +11,7 @@ from joserfc.jwk import ECKey, RSAKey
 
 from gateway.auth.errors import AuthError
 from gateway.auth.jwks import JwksCache, KeySourceUnavailable, RemoteJwksSource, parse_jwks
-from tests.unit.auth.helpers import ISS, JWKS_URL, Clock, JwksServer, claims, make_verifier, raw_token, sign
+from tests.support.jwt import ISS, JWKS_URL, Clock, JwksServer, claims, make_verifier, raw_token, sign
 
 
 async def test_keys_are_fetched_once_and_reused(

@@ -15,7 +15,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from gateway.auth.errors import AuthError
 from gateway.auth.jwt import IssuerTrust, JwtVerifier
-from tests.unit.auth.helpers import (
+from tests.support.jwt import (
     AUD,
     ISS,
     Clock,

@@ -20,7 +20,7 @@ from gateway.auth.clientstore import ClientStore
 from gateway.auth.config import AuthConfig
 from gateway.auth.issuer import BuiltinIssuer
 from gateway.routes.oauth import oauth_router
-from tests.harness import free_port
+from tests.support.ports import free_port
 
 FAILURES = 10
 

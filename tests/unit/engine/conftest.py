@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine import SupervisorConfig
-from tests.unit.engine.support import FAKE_ENGINE
-
-MakeConfig = Callable[..., SupervisorConfig]
+from tests.support.processes import FAKE_ENGINE, MakeConfig
 
 
 @pytest.fixture

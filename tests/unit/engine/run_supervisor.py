@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from engine import EngineSupervisor, SupervisorConfig
-from tests.unit.engine.support import FAKE_ENGINE
+from tests.support.processes import FAKE_ENGINE
 
 
 async def main(state_dir: Path, mode: str) -> None:

@@ -24,7 +24,7 @@ from engine.client import (
     EngineUnavailable,
 )
 from tests.fakes import wire
-from tests.harness import free_port
+from tests.support.ports import free_port
 
 PATH = "/v1/chat/completions"
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'

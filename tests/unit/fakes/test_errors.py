@@ -10,7 +10,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fakes import FakeEngine, Script, wire
-from tests.unit.fakes.conftest import MODEL
+from tests.support.fakes import MODEL
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CHAT = {"model": MODEL, "messages": MESSAGES}

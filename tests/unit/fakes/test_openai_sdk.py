@@ -7,7 +7,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fakes import FakeEngine, Script
-from tests.unit.fakes.conftest import HELLO, MODEL
+from tests.support.fakes import HELLO, MODEL
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from tests.fakes import FakeEngine, Script
-from tests.unit.fakes.conftest import MODEL
+from tests.support.fakes import MODEL
 
 STREAM = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes import FakeEngine, Script, ToolCallPiece, wire
 from tests.fakes.vectors import embed, to_base64
-from tests.unit.fakes.conftest import MODEL
+from tests.support.fakes import MODEL
 
 WEATHER = ToolCallPiece("get_weather", ('{"city": ', '"Paris"}'))
 CLOCK = ToolCallPiece("get_time", ("{}",))

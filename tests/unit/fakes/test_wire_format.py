@@ -9,7 +9,7 @@ import httpx
 
 from tests.fakes import FakeEngine, Script, wire
 from tests.fakes.script import chat_prompt_tokens
-from tests.unit.fakes.conftest import HELLO, MODEL
+from tests.support.fakes import HELLO, MODEL
 
 PROMPT_TOKENS = chat_prompt_tokens([{"role": "user", "content": "hi"}])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.guardrails import CompiledGuardrails
 from gateway.policy.golden import load_cases, run_case
-from tests.unit.guardrails.conftest import DEFAULT_BUNDLE
+from tests.support.guardrails import DEFAULT_BUNDLE
 
 
 def test_default_guardrail_golden_cases(default_guardrails: CompiledGuardrails) -> None:

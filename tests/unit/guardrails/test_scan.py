@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.guardrails import CompiledGuardrails
-from tests.unit.guardrails.conftest import Build
+from tests.support.guardrails import Build
 
 WORDS = [
     {"id": "w.cjk", "category": "violence", "action": "block", "words": ["禁词示例", "机密", "测试"]},

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.guardrails import CompiledGuardrails, Decision, GuardrailStream, compile_guardrails, mask_spans
 from gateway.policy.loader import load_bundle
-from tests.unit.guardrails.conftest import DEFAULT_BUNDLE, Build, build_guardrails, stream
+from tests.support.guardrails import DEFAULT_BUNDLE, Build, build_guardrails, stream
 
 RULES = [
     {

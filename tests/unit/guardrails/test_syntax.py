@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.guardrails.patterns import compile_pattern
 from gateway.guardrails.syntax import Syntax, read_syntax
-from tests.unit.guardrails.conftest import DEFAULT_BUNDLE
+from tests.support.guardrails import DEFAULT_BUNDLE
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,7 @@ import pytest
 
 from gateway.policy import PolicyBundle
 from gateway.policy.commands import check, register, run_golden, scan_text
-
-from .conftest import WordScanner
+from tests.support.policy import WordScanner
 
 REPO = Path(__file__).resolve().parents[3]
 Compiler = Callable[[PolicyBundle], WordScanner]

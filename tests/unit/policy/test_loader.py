@@ -8,8 +8,7 @@ from pathlib import Path
 from gateway.policy import bundle_version, load_bundle
 from gateway.policy.sections import PatternRule, WordRule
 from gateway.policy.yamlsource import parse_yaml
-
-from .conftest import VALID_BUNDLE, write_bundle
+from tests.support.policy import VALID_BUNDLE, write_bundle
 
 REPO = Path(__file__).resolve().parents[3]
 

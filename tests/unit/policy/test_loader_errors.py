@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy import PolicyError, PolicyLoadError, load_bundle
-
-from .conftest import VALID_BUNDLE, write_bundle
+from tests.support.policy import VALID_BUNDLE, write_bundle
 
 
 def errors_of(root: Path) -> list[PolicyError]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy import PolicyBundle, PolicyError, PolicyLoadError, PolicyStore
-
-from .conftest import WordScanner
+from tests.support.policy import WordScanner
 
 Compiler = Callable[[PolicyBundle], WordScanner]
 

@@ -13,8 +13,7 @@ import time_machine
 from gateway.policy.sections import TierLimits
 from gateway.ratelimit import Admission, RateLimited, RateLimiter
 from gateway.ratelimit._redis import UNDO_TTL_FLOOR_MS
-
-from .conftest import Backend
+from tests.support.ratelimit import Backend
 
 MakeLimiter = Callable[..., Awaitable[RateLimiter]]
 

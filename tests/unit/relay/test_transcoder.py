@@ -21,9 +21,10 @@ from gateway.guardrails.loop_check import engine_repetition_stop
 from gateway.policy.store import PolicySnapshot, PolicyStore
 from gateway.protocol import SSEDecoder, Usage
 from gateway.relay.endpoints import CHAT, COMPLETIONS, Endpoint
+from gateway.relay.tool_stream import ToolCallOrderError
 from gateway.relay.transcoder import Transcoder, UpstreamStreamError
 from tests.fakes import wire
-from tests.harness import DEFAULT_POLICIES
+from tests.support.gateway import DEFAULT_POLICIES
 
 ENGINE_ID, CREATED, ENGINE_MODEL = "chatcmpl-9f0c2d1e3a4b5c6d", 1765000000, "/models/qwen3"
 MODEL = "qwen3-8b"  # the name the client asked for
@@ -36,7 +37,7 @@ DONE = "[DONE]"
 CHUNK_KEYS = {"id", "object", "created", "model", "choices", "usage", "menshen"}
 CHAT_CHOICE_KEYS = {"index", "delta", "logprobs", "finish_reason"}
 TEXT_CHOICE_KEYS = {"index", "text", "logprobs", "finish_reason"}
-DELTA_KEYS = {"role", "content", "reasoning"}
+DELTA_KEYS = {"role", "content", "reasoning", "tool_calls"}
 
 
 # --- engine payloads, byte for byte as vLLM 0.32 sends them ----------------------------------------------
@@ -545,3 +546,164 @@ def test_empty_stream_still_ends_properly() -> None:
     evs = run(make(), [b"[DONE]"])
     assert finishes(evs) == ["stop"]
     assert evs[-1] == DONE
+
+
+# --- tool calls ---------------------------------------------------------------------------------------------
+
+CALL_ID = "chatcmpl-tool-0123456789abcdef"
+
+
+def call_start(index: int, name: str, call_id: str = CALL_ID) -> bytes:
+    return wire.encode(
+        wire.chat_delta_chunk(ENGINE_ID, CREATED, ENGINE_MODEL, wire.tool_call_start(index, call_id, name))
+    )
+
+
+def call_args(index: int, fragment: str) -> bytes:
+    return wire.encode(
+        wire.chat_delta_chunk(ENGINE_ID, CREATED, ENGINE_MODEL, wire.tool_call_arguments(index, fragment))
+    )
+
+
+def tool_stream(*calls: tuple[str, list[str]], reason: str = "tool_calls") -> list[bytes]:
+    """vLLM's hermes stream: role, then each call's start and argument fragments, finish, usage, [DONE]."""
+    body: list[bytes] = []
+    for index, (name, fragments) in enumerate(calls):
+        body.append(call_start(index, name, f"{CALL_ID[:-1]}{index}"))
+        body.extend(call_args(index, f) for f in fragments)
+    return [role(), *body, finish(reason), usage(20, len(body)), b"[DONE]"]
+
+
+def tool_deltas(evs: list[Any]) -> list[dict[str, Any]]:
+    return [
+        d for e in evs if e != DONE and e["choices"] for d in e["choices"][0]["delta"].get("tool_calls") or []
+    ]
+
+
+def arguments(evs: list[Any], index: int) -> str:
+    return "".join(
+        d.get("function", {}).get("arguments") or "" for d in tool_deltas(evs) if d["index"] == index
+    )
+
+
+def final(evs: list[Any]) -> dict[str, Any]:
+    return next(e for e in evs if e != DONE and e["choices"] and e["choices"][0]["finish_reason"])
+
+
+def test_tool_call_deltas_are_relayed_as_vllm_sends_them() -> None:
+    t = make()
+    args = '{"city": "Paris", "days": 3}'
+    out = t.feed([call_start(0, "get_weather")])
+    assert out == (
+        b'data: {"id":"chatcmpl-r1","object":"chat.completion.chunk","created":1765000000,"model":"qwen3-8b",'
+        b'"choices":[{"index":0,"delta":{"content":null,"tool_calls":[{"id":"chatcmpl-tool-0123456789abcdef",'
+        b'"type":"function","index":0,"function":{"name":"get_weather"}}]},"logprobs":null,"finish_reason":null}]}'
+        b"\n\n"
+    )
+    evs = run(make(), tool_stream(("get_weather", [args[:7], args[7:19], args[19:]])))
+    pieces = tool_deltas(evs)
+    assert pieces[0] == {
+        "id": "chatcmpl-tool-0123456789abcde0",
+        "type": "function",
+        "index": 0,
+        "function": {"name": "get_weather"},
+    }
+    assert all(set(p) == {"index", "function"} and set(p["function"]) == {"arguments"} for p in pieces[1:])
+    assert json.loads(arguments(evs, 0)) == {"city": "Paris", "days": 3}
+    assert all(e["choices"][0]["delta"]["content"] is None for e in evs[1:] if e != DONE and tool_deltas([e]))
+    assert finishes(evs) == ["tool_calls"]
+
+
+def test_parallel_calls_keep_their_arguments_apart(snapshot: PolicySnapshot) -> None:
+    first, second = '{"q": "weather in Paris"}', '{"q": "time in Tokyo"}'
+    evs = run(make(guarded(snapshot)), tool_stream(("search", list(first)), ("search", list(second))))
+    assert (arguments(evs, 0), arguments(evs, 1)) == (first, second)
+    assert [p["index"] for p in tool_deltas(evs) if "id" in p] == [0, 1]
+    assert finishes(evs) == ["tool_calls"]
+
+
+@pytest.mark.parametrize("planted", ["project nightjar", "jane.doe@example.com"])
+def test_blocked_word_in_arguments_split_a_character_a_chunk_never_leaks(
+    snapshot: PolicySnapshot, planted: str
+) -> None:
+    """A block rule, and a mask rule (which acts as a block inside JSON), one character per chunk."""
+    args = json.dumps({"note": f"about {planted} today"})
+    pipeline = guarded(snapshot)
+    t = make(pipeline)
+    evs = run(t, tool_stream(("save_note", list(args))))
+    released = arguments(evs, 0)
+    assert planted[:4] not in released and args.startswith(released)
+    assert finishes(evs) == ["content_filter"]
+    assert t.stop is not None and t.stop.finish_reason == "content_filter"
+    decision = next(d for d in pipeline.decisions if d.action == "block")
+    assert decision.where == "tool_arguments"
+
+
+def test_a_word_split_across_two_calls_is_not_a_hit(snapshot: PolicySnapshot) -> None:
+    """Each call is scanned on its own: the end of one call and the start of the next are not one text."""
+    evs = run(make(guarded(snapshot)), tool_stream(("a", ['{"x": "project']), ("b", ['nightjar"}'])))
+    assert finishes(evs) == ["tool_calls"]
+    assert arguments(evs, 0) == '{"x": "project' and arguments(evs, 1) == 'nightjar"}'
+
+
+def test_looping_arguments_are_cut(snapshot: PolicySnapshot) -> None:
+    fragments = ['{"name": "', *(["bella_"] * 200)]
+    t = make(guarded(snapshot, loops=True))
+    evs = run(t, tool_stream(("greet", fragments), reason="length"))
+    assert finishes(evs) == ["length"]
+    assert final(evs)["menshen"]["stopped"] == "repetition_loop"
+    assert final(evs)["menshen"]["where"] == "tool_arguments"
+    assert len(arguments(evs, 0)) < 200
+
+
+def test_tool_call_cap_ends_the_answer() -> None:
+    pipeline = StreamPipeline([PassThrough()])
+    t = Transcoder(
+        endpoint=CHAT,
+        request_id=REQUEST_ID,
+        model=MODEL,
+        pipeline=pipeline,
+        include_usage=False,
+        prompt_estimate=PROMPT_ESTIMATE,
+        max_tool_calls=2,
+    )
+    evs = run(t, tool_stream(*[("ping", ["{}"])] * 5))
+    assert [p["index"] for p in tool_deltas(evs) if "id" in p] == [0, 1]
+    assert arguments(evs, 1) == "{}"
+    assert finishes(evs) == ["length"]
+    assert final(evs)["menshen"] == {
+        "stopped": "tool_call_limit",
+        "rule": "generation.max_tool_calls",
+        "limit": 2,
+    }
+    assert [d.rule for d in pipeline.decisions] == ["generation.max_tool_calls"]
+
+
+def test_non_streamed_answer_reassembles_tool_calls(snapshot: PolicySnapshot) -> None:
+    t = make(guarded(snapshot), collect=True)
+    run_collect = [*tool_stream(("get_weather", ['{"city":', ' "Paris"}']), ("get_time", ["{}"]))]
+    decoder = SSEDecoder()
+    for payload in run_collect:
+        assert t.feed(decoder.feed(wire.sse(payload))) == b""
+    assert t.end() == b""
+    assembler = t.tools.assembler
+    assert assembler is not None
+    calls = [(c.id, c.function.name, c.function.arguments) for c in assembler.calls()]
+    assert calls == [
+        ("chatcmpl-tool-0123456789abcde0", "get_weather", '{"city": "Paris"}'),
+        ("chatcmpl-tool-0123456789abcde1", "get_time", "{}"),
+    ]
+    assert t.finish_reason == "tool_calls"
+
+
+def test_a_call_resumed_after_the_next_started_is_malformed() -> None:
+    t = make()
+    with pytest.raises(ToolCallOrderError):
+        t.feed([role(), call_start(0, "a"), call_start(1, "b"), call_args(0, "{}")])
+
+
+def test_a_block_in_a_calls_held_back_tail_leaves_it_cut_open(snapshot: PolicySnapshot) -> None:
+    """The codename completes only when the next call starts (its tail is checked then): still a cut call."""
+    t = make(guarded(snapshot), collect=True)
+    run(t, tool_stream(("a", ['{"x": "project nightjar']), ("b", ["{}"])))
+    assert t.finish_reason == "content_filter" and t.tools.cut_open

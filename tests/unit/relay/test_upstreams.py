@@ -11,7 +11,7 @@ from engine.client import EngineClient, EngineClientConfig
 from gateway.errors import NotFound, ServiceUnavailable
 from gateway.relay.upstreams import Upstream, UpstreamSet
 from tests.fakes.engine import FakeEngine
-from tests.harness import free_port
+from tests.support.ports import free_port
 
 
 class Clock:

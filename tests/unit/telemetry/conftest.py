@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.telemetry import Scrubber, Telemetry, configure_logging
-from tests.logcapture import saved_logging
-
-
-@dataclass
-class Traced:
-    telemetry: Telemetry
-    exporter: InMemorySpanExporter
-
-    def spans(self) -> dict[str, ReadableSpan]:
-        return {s.name: s for s in self.exporter.get_finished_spans()}
+from tests.support.logcapture import saved_logging
+from tests.support.telemetry import Captured, Traced
 
 
 @pytest.fixture
@@ -33,17 +23,6 @@ def traced() -> Iterator[Traced]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield Traced(Telemetry(provider), exporter)
     provider.shutdown()
-
-
-@dataclass
-class Captured:
-    stream: io.StringIO
-
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def records(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
 
 
 @pytest.fixture

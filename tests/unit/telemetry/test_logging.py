@@ -8,9 +8,8 @@ import re
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.telemetry import Scrubber, configure_logging, get_logger, log_access, redact
-from tests.logcapture import saved_logging
-
-from .conftest import Captured
+from tests.support.logcapture import saved_logging
+from tests.support.telemetry import Captured
 
 JWT = (
     "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0."

@@ -19,8 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gateway.telemetry import Telemetry, current_ids, current_server_span
 from gateway.telemetry.access import RESPONSE, TRACE_ID, AccessLogMiddleware
 from gateway.telemetry.server_span import server_span_middleware
-
-from .conftest import Traced
+from tests.support.telemetry import Traced
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

@@ -23,8 +23,7 @@ from gateway.telemetry import (
     start_span,
 )
 from gateway.telemetry.server_span import server_span_middleware
-
-from .conftest import Traced
+from tests.support.telemetry import Traced
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

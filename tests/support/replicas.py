@@ -15,15 +15,22 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 
-from tests.harness import DEFAULT_POLICIES, REPO, free_port
-from tests.unit.ratelimit.support import RedisProxy
+from tests.fakes.engine import FakeEngine
+from tests.fakes.script import Script
+from tests.support.gateway import DEFAULT_POLICIES, REPO
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
+from tests.support.redis import REDIS_URL, RedisProxy
 
 # With --auth none every request is the `anonymous` client; the limiter keys it under its default prefix.
 ANONYMOUS_BASE = "menshen:rl:{anonymous}:"
@@ -54,7 +61,17 @@ class Bundle:
 class GatewayProcess:
     """One ``python -m gateway serve`` subprocess; its output goes to a log file in its data dir."""
 
-    def __init__(self, bundle: Path, upstream: str, redis_url: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        bundle: Path,
+        upstream: str,
+        redis_url: str,
+        data_dir: Path,
+        *,
+        redis_timeout_ms: int | None = REDIS_TIMEOUT_MS,
+        key_prefix: str | None = None,
+    ) -> None:
+        """``redis_timeout_ms=None`` keeps the production default; ``key_prefix`` isolates a test's keys."""
         self.port = free_port()
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,8 +85,6 @@ class GatewayProcess:
             "none",
             "--redis-url",
             redis_url,
-            "--redis-timeout-ms",
-            str(REDIS_TIMEOUT_MS),
             "--policies",
             str(bundle),
             "--upstream",
@@ -83,6 +98,10 @@ class GatewayProcess:
             "--idle-timeout",
             "30",
         ]
+        if redis_timeout_ms is not None:
+            args += ["--redis-timeout-ms", str(redis_timeout_ms)]
+        if key_prefix is not None:
+            args += ["--redis-key-prefix", key_prefix]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -120,20 +139,31 @@ class GatewayProcess:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_replicas(
-    count: int, bundle: Path, upstream: str, redis_url: str, data_root: Path
+    count: int,
+    bundle: Path,
+    upstream: str,
+    redis_url: str,
+    data_root: Path,
+    *,
+    redis_timeout_ms: int | None = REDIS_TIMEOUT_MS,
+    key_prefix: str | None = None,
 ) -> list[GatewayProcess]:
     """Start ``count`` replicas at once (imports overlap) and wait until each answers /healthz."""
-    replicas = [GatewayProcess(bundle, upstream, redis_url, data_root / f"replica-{i}") for i in range(count)]
+    replicas = [
+        GatewayProcess(
+            bundle,
+            upstream,
+            redis_url,
+            data_root / f"replica-{i}",
+            redis_timeout_ms=redis_timeout_ms,
+            key_prefix=key_prefix,
+        )
+        for i in range(count)
+    ]
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         pending = list(replicas)
@@ -179,6 +209,58 @@ def apply_limits(
         time.sleep(0.05)
 
 
+@contextmanager
+def keys_purged(pattern: str) -> Iterator[None]:
+    """Delete the test Redis's keys matching ``pattern`` before and after the block."""
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def purge() -> None:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+    try:
+        purge()
+        yield
+        purge()
+    finally:
+        client.close()
+
+
+def short_engine(model: str) -> FakeEngine:
+    """A fake engine serving ``model`` that answers the "short" script (see `chat`)."""
+    return FakeEngine(models=(model,), scripts={"short": Script.of("All good here.")})
+
+
+def chat(model: str, script: str = "short") -> dict[str, Any]:
+    """A small non-streamed chat request that the fake engine answers with ``script``."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": f"[[script:{script}]] go"}],
+        "max_tokens": 16,
+    }
+
+
+async def burst(
+    replicas: Sequence[GatewayProcess], count: int, payload: Mapping[str, Any], *, in_flight: int = 300
+) -> Counter[int]:
+    """``count`` requests over the replicas, round robin, ``in_flight`` at a time (a new connection
+    each); returns how many got each HTTP status."""
+    # our own gate rather than httpx's pool queue, which grows slow with hundreds of waiters; fresh
+    # connections, so that no request races a server closing an idle keep-alive connection
+    gate = asyncio.Semaphore(in_flight)
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one(i: int) -> int:
+            async with gate:
+                reply = await client.post(replicas[i % len(replicas)].api + "/chat/completions", json=payload)
+                return reply.status_code
+
+        statuses = await asyncio.gather(*(one(i) for i in range(count)))
+    return Counter(statuses)
+
+
 class ProxyThread:
     """A RedisProxy on an event loop of its own thread, for gateways that run in other threads.
     Setting ``blackhole`` from the test thread is safe: the pumps only read the flag."""
@@ -215,6 +297,10 @@ __all__ = [
     "GatewayProcess",
     "ProxyThread",
     "apply_limits",
+    "burst",
+    "chat",
+    "keys_purged",
+    "short_engine",
     "start_replicas",
     "stop_all",
 ]

@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+from engine import SupervisorConfig
+
+# The stand-in for a vLLM server process (`gateway up` with MENSHEN_ENGINE_COMMAND, supervisor tests).
+FAKE_ENGINE = Path(__file__).resolve().parents[1] / "fakes" / "process.py"
 
 
 def read_runs(state_dir: Path) -> list[dict[str, Any]]:
@@ -52,3 +56,17 @@ def wait_until_sync(condition: Callable[[], bool], within: float, step: float = 
 def kill_quietly(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+MakeConfig = Callable[..., SupervisorConfig]
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

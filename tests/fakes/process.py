@@ -4,6 +4,7 @@ It accepts vLLM's command line, serves ``/health`` and a key-protected ``/v1/mod
 and records each run in ``FAKE_STATE_DIR`` (``runs.jsonl``: pid, start time, argv, environment
 facts; ``exits.jsonl``: time of each failing exit). Behaviours:
   FAKE_FAIL_RUNS=N        the first N runs exit with code 3 before serving
+  FAKE_FAIL_SERVED=NAME   every run serving that model name (--served-model-name) exits with code 3
   FAKE_STARTUP_DELAY=S    serve only after S seconds
   FAKE_HEALTH_FAIL_AFTER=S  /health answers 500 once S seconds after serving
   FAKE_IGNORE_TERM=1      ignore SIGTERM (the supervisor must SIGKILL)
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--served-model-name", default=None)
     args, _ = parser.parse_known_args()
     state = Path(os.environ["FAKE_STATE_DIR"])
     runs_file = state / "runs.jsonl"
@@ -54,7 +56,8 @@ def main() -> None:
     if os.environ.get("FAKE_GRANDCHILD") == "1":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         (state / f"grandchild-{run}").write_text(str(child.pid))
-    if run <= int(os.environ.get("FAKE_FAIL_RUNS", "0")):
+    failing = os.environ.get("FAKE_FAIL_SERVED")
+    if run <= int(os.environ.get("FAKE_FAIL_RUNS", "0")) or (failing and failing == args.served_model_name):
         print(f"ERROR 01-01 00:00:00 [fake] run {run} failing on purpose", flush=True)
         with (state / "exits.jsonl").open("a") as fh:
             fh.write(json.dumps({"run": run, "t": time.time()}) + "\n")

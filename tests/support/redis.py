@@ -10,7 +10,6 @@ import asyncio
 import multiprocessing
 import multiprocessing.synchronize
 import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 
@@ -71,25 +70,22 @@ async def purge(prefix: str) -> None:
         await client.aclose()
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound then released): connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class RedisProxy:
     """TCP proxy to Redis. ``blackhole = True`` keeps accepting and reading but never answers,
     like a hung Redis; ``False`` forwards again (new connections work at once).
     `delay_next_reply` holds back the next reply Redis sends, whichever connection it is on: the
-    command has run in Redis, only its answer is late (a slow network or a busy Redis)."""
+    command has run in Redis, only its answer is late (a slow network or a busy Redis).
+    `stall` holds every byte in both directions, in order, until `resume`: as a Redis that stops
+    serving for a while (a long fork, a blocking command, a network freeze) and then runs what was
+    queued, even for clients that gave up and closed meanwhile."""
 
     target: tuple[str, int] = ("127.0.0.1", 6379)
     blackhole: bool = False
     reply_delay_s: float = 0.0
     delayed_replies: int = 0  # how many more replies to hold back by reply_delay_s
     _server: asyncio.Server | None = None
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -99,6 +95,7 @@ class RedisProxy:
         return f"redis://127.0.0.1:{port}/15"
 
     async def start(self) -> RedisProxy:
+        self._flowing.set()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
 
@@ -107,7 +104,14 @@ class RedisProxy:
         self.reply_delay_s = seconds
         self.delayed_replies = 1
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def close(self) -> None:
+        self._flowing.set()
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -138,6 +142,7 @@ class RedisProxy:
         while data := await reader.read(65536):
             if self.blackhole:
                 continue  # swallowed: the peer waits for an answer that never comes
+            await self._flowing.wait()
             if replies and self.delayed_replies > 0:
                 self.delayed_replies -= 1
                 await asyncio.sleep(self.reply_delay_s)  # the client may have given up and closed by now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,15 +16,10 @@ import uvicorn
 from gateway.app import AppParts, create_app
 from gateway.serve import server_config
 from gateway.settings import Settings, load_settings
+from tests.support.ports import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_POLICIES = REPO / "policies" / "default"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def gateway_settings(tmp: Path, upstream: str, **overrides: Any) -> Settings:

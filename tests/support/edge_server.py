@@ -19,8 +19,8 @@ import uvicorn
 from gateway.app import AppParts, create_app
 from gateway.serve import server_config
 from gateway.telemetry.logging import configure_logging
-from tests.harness import RunningGateway, gateway_settings
-from tests.logcapture import Logs, RawCapture, saved_logging
+from tests.support.gateway import RunningGateway, gateway_settings
+from tests.support.logcapture import Logs, RawCapture, saved_logging
 
 
 @contextmanager
