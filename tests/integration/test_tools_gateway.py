@@ -177,7 +177,7 @@ def test_a_tool_result_with_a_blocked_word_is_refused(fake_engine: FakeEngine, c
     error = _error(info)
     assert error["code"] == "content_filter" and error["param"] == "messages[2].content"
     assert "nightjar" not in json.dumps(error)
-    assert not fake_engine.requests
+    assert not [r for r in fake_engine.requests if r.path != "/v1/models"], "only model-list reads"
 
 
 def test_response_format_reaches_the_engine(fake_engine: FakeEngine, client: openai.OpenAI) -> None:
@@ -244,7 +244,7 @@ def test_tools_outside_the_clients_globs_are_forbidden(
         )
     error = _error(info)
     assert error["type"] == "permission_error" and "'shell'" in error["message"]
-    assert not fake_engine.requests
+    assert not [r for r in fake_engine.requests if r.path != "/v1/models"], "only model-list reads"
     fake_engine.scripts["ok"] = Script.of("fine")
     sdk.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "[[script:ok]] hi"}], tools=[_tool("hr_lookup")]
@@ -268,7 +268,7 @@ def test_tool_bounds_are_400(
         sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=tools)
     error = _error(info)
     assert (error["code"], error["param"]) == ("tools_limit", param)
-    assert not fake_engine.requests
+    assert not [r for r in fake_engine.requests if r.path != "/v1/models"], "only model-list reads"
 
 
 def test_a_large_response_schema_is_400(fake_engine: FakeEngine, client: openai.OpenAI) -> None:

@@ -32,6 +32,9 @@ def gateway_settings(tmp: Path, upstream: str, **overrides: Any) -> Settings:
         "data_dir": tmp,
         "first_token_timeout": 10.0,
         "idle_timeout": 5.0,
+        # Engines' model lists are read at start and on an unknown model; no periodic read lands between a
+        # test's request and its look at the fake's last request.
+        "models_refresh": 3600.0,
     }
     values.update(overrides)
     return load_settings(**values)
