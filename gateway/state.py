@@ -24,6 +24,7 @@ from gateway.relay.admission import Admitter
 from gateway.relay.service import RelayService
 from gateway.settings import Settings, read_secret_file
 from gateway.telemetry.audit import AuditLog, load_or_create_key
+from gateway.telemetry.audit_gate import AuditGate
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.spans import Telemetry
@@ -49,6 +50,7 @@ class GatewayState:
     __slots__ = (
         "admitter",
         "audit",
+        "audit_gate",
         "authenticator",
         "engine",
         "extra_ready_checks",
@@ -89,19 +91,16 @@ class GatewayState:
         self.audit = audit
         self.http = http
         self.supervisor = supervisor
+        self.audit_gate = AuditGate(audit, policy)
         self.admitter = Admitter(
             authenticator=authenticator,
             policy=policy,
             limiter=limiter,
             max_body_bytes=settings.server.max_body_bytes,
+            gate=self.audit_gate.check,
         )
         self.relay = RelayService(self.admitter, engine, recorder)
-        self.extra_ready_checks: list[Callable[[], str | None]] = [self._audit_problem]
-
-    def _audit_problem(self) -> str | None:
-        if self.audit.healthy or self.policy.current.bundle.audit.on_failure != "block":
-            return None
-        return "audit sink failing and the policy blocks traffic until it recovers"
+        self.extra_ready_checks: list[Callable[[], str | None]] = [self.audit_gate.problem]
 
 
 def build_state(settings: Settings, parts: AppParts) -> GatewayState:

@@ -45,12 +45,14 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
         if problem:
             reasons.append(problem)
     limiter = gateway.limiter.status()
-    degraded = limiter.degraded
+    audit = gateway.audit_gate.status()
+    degraded = limiter.degraded or bool(audit["degraded"])
     body = {
         "status": "not_ready" if reasons else ("degraded" if degraded else "ready"),
         "reasons": reasons,
         "engine": engine,
         "policy": gateway.policy.status(),
+        "audit": audit,
         "ratelimit": {
             "storage": limiter.storage,
             "degraded": limiter.degraded,
