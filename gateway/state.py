@@ -27,6 +27,7 @@ from gateway.relay.service import RelayService
 from gateway.relay.upstreams import Upstream, UpstreamSet
 from gateway.settings import Settings, read_secret_file
 from gateway.telemetry.audit import AuditLog, load_or_create_key
+from gateway.telemetry.audit_gate import AuditGate
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.spans import Telemetry
@@ -52,6 +53,7 @@ class GatewayState:
     __slots__ = (
         "admitter",
         "audit",
+        "audit_gate",
         "authenticator",
         "embeddings",
         "extra_ready_checks",
@@ -90,20 +92,17 @@ class GatewayState:
         self.recorder = recorder
         self.audit = audit
         self.http = http
+        self.audit_gate = AuditGate(audit, policy)
         self.admitter = Admitter(
             authenticator=authenticator,
             policy=policy,
             limiter=limiter,
             max_body_bytes=settings.server.max_body_bytes,
+            gate=self.audit_gate.check,
         )
         self.relay = RelayService(self.admitter, upstreams, recorder)
         self.embeddings = EmbeddingsService(self.admitter, upstreams, recorder)
-        self.extra_ready_checks: list[Callable[[], str | None]] = [self._audit_problem]
-
-    def _audit_problem(self) -> str | None:
-        if self.audit.healthy or self.policy.current.bundle.audit.on_failure != "block":
-            return None
-        return "audit sink failing and the policy blocks traffic until it recovers"
+        self.extra_ready_checks: list[Callable[[], str | None]] = [self.audit_gate.problem]
 
 
 def build_state(settings: Settings, parts: AppParts) -> GatewayState:

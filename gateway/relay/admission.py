@@ -7,6 +7,7 @@ request's ``RequestRecord``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -94,7 +95,7 @@ class AdmittedRequest:
 class Admitter:
     """Authenticates, decodes, authorises and reserves, in that order."""
 
-    __slots__ = ("_authenticator", "_limiter", "_max_body_bytes", "_policy")
+    __slots__ = ("_authenticator", "_gate", "_limiter", "_max_body_bytes", "_policy")
 
     def __init__(
         self,
@@ -103,7 +104,9 @@ class Admitter:
         policy: PolicyStore,
         limiter: RateLimiter,
         max_body_bytes: int,
+        gate: Callable[[], None] | None = None,
     ) -> None:
+        self._gate = gate  # raises a GatewayError when no request may be served (audit sink down)
         self._authenticator = authenticator
         self._policy = policy
         self._limiter = limiter
@@ -138,6 +141,8 @@ class Admitter:
         self, request: Request[Any, Any, Any], record: RequestRecord, request_type: type[R]
     ) -> tuple[Principal, PolicySnapshot, R]:
         """Authenticate, then read and decode the body; the policy snapshot the whole request uses."""
+        if self._gate is not None:
+            self._gate()  # before any work: a refused request must not cost a token check or a read
         principal = await self.authenticate(request, record)
         snapshot = self._policy.current  # one snapshot for the whole request, even across a reload
         record.policy_version = snapshot.short_version

@@ -38,13 +38,15 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
         if problem:
             reasons.append(problem)
     limiter = gateway.limiter.status()
-    degraded = limiter.degraded
+    audit = gateway.audit_gate.status()
+    degraded = limiter.degraded or bool(audit["degraded"])
     body = {
         "status": "not_ready" if reasons else ("degraded" if degraded else "ready"),
         "reasons": reasons,
         "engine": engines[0],  # the first upstream, as before there were several
         "upstreams": engines,
         "policy": gateway.policy.status(),
+        "audit": audit,
         "ratelimit": {
             "storage": limiter.storage,
             "degraded": limiter.degraded,

@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,6 +150,9 @@ class AuditLog:
 
     Each ``record`` is written and flushed before it returns (no fsync): records are rare
     (decisions, refusals, reloads), so a short synchronous write keeps ordering simple.
+
+    ``writable`` checks the file at most every ``probe_interval_s``: records may be too rare (or
+    refused, under ``on_failure: block``) for a write to reveal a failure or a recovery.
     """
 
     def __init__(
@@ -160,6 +164,8 @@ class AuditLog:
         *,
         on_failure: Callable[[BaseException], None] | None = None,
         scrubber: Scrubber | None = None,
+        probe_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(hmac_key) < KEY_BYTES:
             raise AuditKeyError(f"audit key must be at least {KEY_BYTES} bytes")
@@ -177,11 +183,44 @@ class AuditLog:
         self._prev = GENESIS
         self.failures = 0
         self._healthy = True
+        self.probe_interval_s = probe_interval_s
+        self._clock = clock
+        self._next_probe = float("-inf")
 
     @property
     def healthy(self) -> bool:
-        """False after a failed write, until a write succeeds again."""
+        """False after a failed write or check, until a write or a check (``writable``) succeeds."""
         return self._healthy
+
+    def writable(self) -> bool:
+        """``healthy``, checked against the disk at most every ``probe_interval_s``.
+
+        A check (re)opens the file when none is open, and reopens it when the path no longer leads
+        to the open file (deleted, or its directory replaced): records written there would be lost.
+        It never writes a record, except the header of a new file. Between checks this is a clock
+        read, cheap enough for every request. A full disk that still opens is seen at the next record.
+        """
+        now = self._clock()
+        if now < self._next_probe or not self._lock.acquire(blocking=False):
+            return self._healthy  # checked recently, or a write is under way and will tell
+        try:
+            self._next_probe = now + self.probe_interval_s
+            if self._file is not None and not _same_file(self._file, self.path):
+                self._drop_file()
+            if self._file is None:
+                self._open()
+        except Exception as exc:  # noqa: BLE001 - a failing sink is reported, never raised
+            if self._healthy:
+                self._fail(exc)
+            else:
+                self._drop_file()
+            return False
+        finally:
+            self._lock.release()
+        if not self._healthy:
+            self._healthy = True
+            _log.warning("audit sink writable again after %d failed writes", self.failures)
+        return True
 
     def record(self, kind: AuditKind, **fields: object) -> bool:
         """Append one record; False if it could not be written (counted, logged, never raised).
@@ -288,6 +327,13 @@ class AuditLog:
             self._file.write(b"\n")
             self._size += 1
 
+    def _drop_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self._seq = None  # re-read the head on the next attempt: the file may have changed
+
     def _rotate(self) -> None:
         assert self._file is not None
         self._file.close()
@@ -304,17 +350,23 @@ class AuditLog:
     def _fail(self, exc: BaseException) -> None:
         self.failures += 1
         self._healthy = False
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-        self._seq = None  # re-read the head on the next attempt: the file may have changed
+        self._next_probe = self._clock() + self.probe_interval_s
+        self._drop_file()
         _log.error("audit write failed: %s (failures=%d)", type(exc).__name__, self.failures)
         if self._on_failure is not None:
             try:
                 self._on_failure(exc)
             except Exception:  # noqa: BLE001 - a broken hook must not break the request either
                 _log.exception("audit on_failure hook raised")
+
+
+def _same_file(file: IO[bytes], path: Path) -> bool:
+    try:
+        at_path = path.stat()
+    except OSError:
+        return False
+    opened = os.fstat(file.fileno())
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def _read_head(path: Path) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from engine import EngineSupervisor
-from tests.e2e.conftest import ENGINE_START_TIMEOUT_S
+from tests.support.e2e import ENGINE_START_TIMEOUT_S
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(ENGINE_START_TIMEOUT_S + 300)]
 

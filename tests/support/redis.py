@@ -81,6 +81,7 @@ class RedisProxy:
     queued, even for clients that gave up and closed meanwhile."""
 
     target: tuple[str, int] = ("127.0.0.1", 6379)
+    port: int = 0  # 0: any free port; a fixed one lets a test bring a closed proxy back at the same URL
     blackhole: bool = False
     reply_delay_s: float = 0.0
     delayed_replies: int = 0  # how many more replies to hold back by reply_delay_s
@@ -96,7 +97,7 @@ class RedisProxy:
 
     async def start(self) -> RedisProxy:
         self._flowing.set()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         return self
 
     def delay_next_reply(self, seconds: float) -> None:

@@ -12,8 +12,7 @@ import pytest
 from gateway.policy.sections import TierLimits
 from gateway.ratelimit import Admission, LimiterUnavailable, RateLimitConfig, RateLimited, RateLimiter
 from gateway.ratelimit._deadline import LoopDeadline
-
-from .support import REDIS_URL, RedisProxy, purge, unique_prefix
+from tests.support.redis import REDIS_URL, RedisProxy, purge, unique_prefix
 
 LIMITS = TierLimits(requests="50/minute", concurrency=1000)
 
