@@ -69,10 +69,10 @@ async def _upstream_state(upstream: Upstream) -> tuple[dict[str, object], str | 
         entry.update(dataclasses.asdict(supervisor.status()))
         if not supervisor.up:
             entry["up"] = False
-            return entry, f"engine {url} down: {supervisor.reason or 'starting'}"
+            return entry, f"engine down: {supervisor.reason or 'starting'} ({url})"
     problem = await upstream.client.health()
     entry["up"] = problem is None
-    return entry, None if problem is None else f"engine {url}: {problem}"
+    return entry, None if problem is None else f"{problem} ({url})"
 
 
 __all__ = ["healthz", "readyz", "shown_url"]
