@@ -86,6 +86,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             await state.engine.aclose()
             await state.limiter.aclose()
             await state.http.aclose()
+            await state.guards.aclose()
             state.recorder.close()
             if parts.telemetry is None:
                 telemetry.shutdown()

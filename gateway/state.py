@@ -17,7 +17,9 @@ from litestar.plugins import PluginProtocol
 
 from engine.client import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, BuiltinIssuer
-from gateway.guardrails import Normalizer, compile_guardrails
+from gateway.guardrails import CompiledGuardrails, Normalizer, compile_guardrails
+from gateway.guardrails.guards import EngineRef, GuardRegistry
+from gateway.policy.sections import PolicyBundle
 from gateway.policy.store import PolicyStore
 from gateway.ratelimit import RateLimiter
 from gateway.relay.admission import Admitter
@@ -52,6 +54,7 @@ class GatewayState:
         "authenticator",
         "engine",
         "extra_ready_checks",
+        "guards",
         "http",
         "issuer",
         "limiter",
@@ -77,6 +80,7 @@ class GatewayState:
         audit: AuditLog,
         http: httpx.AsyncClient,
         supervisor: Any = None,
+        guards: GuardRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry
@@ -89,13 +93,14 @@ class GatewayState:
         self.audit = audit
         self.http = http
         self.supervisor = supervisor
+        self.guards = guards or GuardRegistry()
         self.admitter = Admitter(
             authenticator=authenticator,
             policy=policy,
             limiter=limiter,
             max_body_bytes=settings.server.max_body_bytes,
         )
-        self.relay = RelayService(self.admitter, engine, recorder)
+        self.relay = RelayService(self.admitter, engine, recorder, self.guards)
         self.extra_ready_checks: list[Callable[[], str | None]] = [self._audit_problem]
 
     def _audit_problem(self) -> str | None:
@@ -120,7 +125,13 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         metrics.policy_reload(ok=ok, version=version[:12])
         audit.record("policy_reload", result="success" if ok else "failure", policy_version=version[:12])
 
-    compiler = functools.partial(compile_guardrails, normalizer=Normalizer())
+    guards = GuardRegistry(guard_engines(parts), metrics.guard_call)
+    compile_text = functools.partial(compile_guardrails, normalizer=Normalizer())
+
+    def compiler(bundle: PolicyBundle) -> CompiledGuardrails:
+        guards.prepare(bundle)  # a guard rule that cannot be set up fails the load like a bad pattern
+        return compile_text(bundle)
+
     policy = PolicyStore.open(settings.policies, compiler=compiler, hooks=[on_reload])
     metrics.policy_reload(ok=True, version=policy.current.short_version)
     metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
@@ -153,7 +164,17 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         audit=audit,
         http=http,
         supervisor=parts.supervisor,
+        guards=guards,
     )
+
+
+def guard_engines(parts: AppParts) -> dict[str, EngineRef]:
+    """The profile's engines a classifier rule may name by role (``engine: {role: guard}``)."""
+    return {
+        s.role: EngineRef(s.base_url.rstrip("/") + "/v1", s.api_key)
+        for s in parts.supervisors
+        if getattr(s, "role", None) == "guard"
+    }
 
 
 __all__ = ["AppParts", "GatewayState", "build_state"]

@@ -22,8 +22,8 @@ from gateway.guardrails.webhook import WebhookCaller
 from gateway.policy.sections import ClassifierRule, PolicyBundle, WebhookRule
 
 GuardRule = ClassifierRule | WebhookRule
-CallObserver = Callable[[str, str], None]
-"""``observer(rule, outcome)``: outcome is allow, flag, block, cached or an error reason (metrics)."""
+CallObserver = Callable[[str, str, str], None]
+"""``observer(rule, outcome, breaker state)``: outcome is allow, flag, block, cached or an error reason."""
 ERROR_CATEGORY = "guard_error"
 
 
@@ -116,7 +116,7 @@ class Guard:
 
     def _observe(self, outcome: str) -> None:
         if self._observer is not None:
-            self._observer(self.rule.id, outcome)
+            self._observer(self.rule.id, outcome, self.breaker.state)
 
     async def aclose(self) -> None:
         await self._caller.aclose()

@@ -22,11 +22,12 @@ from litestar.response.base import ASGIResponse
 
 from engine.client import EngineClient, EngineError, EngineStream
 from gateway.errors import GatewayError
+from gateway.guardrails.guards import GuardRegistry
 from gateway.relay.admission import AdmittedRequest, Admitter
 from gateway.relay.disconnect import ClientDisconnected, run_until_disconnect
 from gateway.relay.endpoints import Endpoint
 from gateway.relay.errors import engine_error
-from gateway.relay.input_guard import guard_input
+from gateway.relay.input_guard import classify_input, guard_input
 from gateway.relay.response import SSEResponse
 from gateway.relay.stream import Relay
 from gateway.telemetry.record import RequestRecord
@@ -37,12 +38,19 @@ _JSON_HEADERS = {"content-type": "application/json"}
 
 
 class RelayService:
-    __slots__ = ("_admitter", "_engine", "_recorder")
+    __slots__ = ("_admitter", "_engine", "_guards", "_recorder")
 
-    def __init__(self, admitter: Admitter, engine: EngineClient, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        admitter: Admitter,
+        engine: EngineClient,
+        recorder: Recorder,
+        guards: GuardRegistry | None = None,
+    ) -> None:
         self._admitter = admitter
         self._engine = engine
         self._recorder = recorder
+        self._guards = guards
 
     async def handle(self, request: Request[Any, Any, Any], endpoint: Endpoint) -> ASGIResponse:
         record = RequestRecord(
@@ -55,6 +63,8 @@ class RelayService:
             raise
         try:
             guard_input(admitted, record)
+            if self._guards is not None:
+                await classify_input(admitted, record, self._guards.for_bundle(admitted.snapshot.bundle))
             upstream = await self._open(admitted)
         except GatewayError as exc:
             await admitted.settle(0)

@@ -51,6 +51,7 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
         "reasons": reasons,
         "engine": engine,
         "policy": gateway.policy.status(),
+        "guards": {g.rule.id: g.breaker.state for g in gateway.guards.guards()},
         "ratelimit": {
             "storage": limiter.storage,
             "degraded": limiter.degraded,
