@@ -167,8 +167,8 @@ GuardAction = Literal["block", "flag"]
 StreamMode = Literal["hold", "watch"]
 # Places and stream modes the request flow runs guard rules at. A guard rule naming any other is refused at
 # load time (fail closed): a configured rule must never silently do nothing.
-GUARD_WIRED_WHERE: frozenset[str] = frozenset({"input"})
-GUARD_WIRED_STREAM_MODES: frozenset[str] = frozenset()
+GUARD_WIRED_WHERE: frozenset[str] = frozenset({"input", "output", "reasoning", "tool_arguments"})
+GUARD_WIRED_STREAM_MODES: frozenset[str] = frozenset({"watch"})
 
 
 class GuardEngine(Strict):

@@ -63,8 +63,9 @@ class RelayService:
             raise
         try:
             guard_input(admitted, record)
-            if self._guards is not None:
-                await classify_input(admitted, record, self._guards.for_bundle(admitted.snapshot.bundle))
+            guards = self._guards.for_bundle(admitted.snapshot.bundle) if self._guards is not None else None
+            if guards is not None:
+                await classify_input(admitted, record, guards)
             upstream = await self._open(admitted)
         except GatewayError as exc:
             await admitted.settle(0)
@@ -75,7 +76,7 @@ class RelayService:
                 await admitted.settle(0)
             raise
         request_id = secrets.token_hex(12)
-        relay = Relay(admitted, upstream, record, self._recorder, request_id)
+        relay = Relay(admitted, upstream, record, self._recorder, request_id, guards)
         headers = {**admitted.reservation.headers, "x-request-id": request_id}
         if admitted.request.stream:
             return SSEResponse(relay.body(), headers)

@@ -21,6 +21,7 @@ import yaml
 
 from tests.fakes.engine import FakeEngine
 from tests.fakes.guard import WEBHOOK_SECRET, FakeGuard, running_guard
+from tests.fakes.script import Script
 from tests.support.gateway import DEFAULT_POLICIES, RunningGateway, gateway_settings, run_gateway, wait_for
 
 MODEL = "qwen3-8b"
@@ -185,3 +186,69 @@ def test_a_guard_rule_whose_secret_is_missing_fails_the_load(
         guarded_gateway(tmp_path, fake_engine, rule),
     ):
         pass
+
+
+# --- output, watch mode -----------------------------------------------------------------------------------
+
+
+def _stream(gw: RunningGateway, prompt: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """The streamed content, the finish reason and the ``menshen`` extension of the final chunk."""
+    with openai.OpenAI(base_url=gw.api, api_key="unused", max_retries=0, timeout=20) as sdk:
+        stream = sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=400
+        )
+        text, finish, extension = "", None, None
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+            extension = (chunk.model_extra or {}).get("menshen") or extension
+    return text, finish, extension
+
+
+def output_rule(guard: FakeGuard) -> dict[str, Any]:
+    return classifier(guard, where=["output"], checkpoint_chars=32)
+
+
+def test_watch_cuts_an_unsafe_answer_with_content_filter(
+    tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard
+) -> None:
+    words = [" word"] * 10 + [" bomb"] + [" more"] * 150
+    fake_engine.scripts["unsafe"] = Script.of(words, rate=100)
+    with guarded_gateway(tmp_path, fake_engine, output_rule(guard)) as gw:
+        text, finish, extension = _stream(gw, "[[script:unsafe]] tell me")
+    assert finish == "content_filter"
+    assert extension is not None
+    assert (extension["rule"], extension["category"]) == ("guard.qwen", "Violent")
+    assert len(text) < len("".join(words))  # cut well before the end: the engine was stopped
+    sent = guard.calls[-1]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant"]
+    assert sent["structured_outputs"]["regex"].endswith("\\nRefusal: (Yes|No)")
+
+
+def test_watch_judges_the_end_before_the_finish_chunk(
+    tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard
+) -> None:
+    fake_engine.scripts["late"] = Script.of([" fine"] * 3 + [" bomb", " ok"])  # below one checkpoint
+    fake_engine.scripts["safe"] = Script.of([" all", " is", " well", "."] * 5)
+    with guarded_gateway(tmp_path, fake_engine, output_rule(guard)) as gw:
+        _, finish, _ = _stream(gw, "[[script:late]] hi")
+        assert finish == "content_filter"
+        text, finish, _ = _stream(gw, "[[script:safe]] hi")
+        assert finish == "stop"
+    assert guard.calls[-1]["messages"][-1]["content"] == text  # the final checkpoint covers the whole answer
+
+
+def test_watch_guard_down_follows_on_error(tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard) -> None:
+    guard.down = True
+    fake_engine.scripts["any"] = Script.of([" some", " text"])
+    with guarded_gateway(tmp_path, fake_engine, {**output_rule(guard), "on_error": "allow"}) as gw:
+        assert _stream(gw, "[[script:any]] hi")[1] == "stop"
+
+
+def test_watch_on_a_non_streamed_answer(tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard) -> None:
+    fake_engine.scripts["unsafe"] = Script.of([" a", " bomb", " here"])
+    with guarded_gateway(tmp_path, fake_engine, output_rule(guard)) as gw:
+        body = ask(gw, "[[script:unsafe]] hi").json()
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert body["menshen"]["category"] == "Violent"
