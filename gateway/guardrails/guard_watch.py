@@ -1,11 +1,16 @@
-"""Guard models on a stream in ``watch`` mode: text flows at once and is judged in the background.
+"""Guard models on a stream: ``watch`` (text flows, judged in the background) or ``hold`` (text released
+once judged Safe).
 
 At checkpoints (every ``checkpoint_chars`` new characters, at a sentence end once a quarter of that is new,
 and at the end) the prompt plus the field's text so far goes to the guard, one call in flight per rule and
-field. An enforced block cuts the stream with ``content_filter`` at the next chunk; ``settle`` (awaited by the
+field. An enforced block cuts the stream with ``content_filter`` at the next chunk. ``settle`` (awaited by the
 relay before the engine's finish chunk is transcoded, and before the end) judges what is left, so a blocked
-answer never ends with ``stop``. What was released before a verdict arrives stays with the client: up to one
-checkpoint of text, plus what streams while the guard answers.
+answer never ends with ``stop`` and held text is released at the end.
+
+watch: no added latency; what was released before a verdict arrives stays with the client (up to one
+checkpoint of text, plus what streams while the guard answers).
+hold: nothing unjudged reaches the client; text waits for its checkpoint's verdict, and is released at the
+first chunk after a Safe verdict (or at the end).
 """
 
 from __future__ import annotations
@@ -22,24 +27,41 @@ _SENTENCE_ENDS = frozenset(".!?。！？\n")
 
 @dataclass(slots=True)
 class _Watched:
-    """One rule on one field: the text so far, how much a launched checkpoint covers, the call in flight."""
+    """One rule on one field: how far a launched checkpoint and a Safe verdict reach, the call in flight."""
 
     guard: Guard
     mode: str
+    hold: bool
+    covered: int = 0
+    safe: int = 0
+    task: asyncio.Task[Decision | None] | None = None
+    task_covers: int = 0
+
+
+@dataclass(slots=True)
+class _Field:
     place: str
+    watched: list[_Watched]
     parts: list[str] = field(default_factory=list)
     size: int = 0
-    covered: int = 0
-    task: asyncio.Task[Decision | None] | None = None
+    released: int = 0
+
+    def text(self) -> str:
+        joined = "".join(self.parts)
+        self.parts = [joined]
+        return joined
+
+    def release_point(self) -> int:
+        return min((w.safe for w in self.watched if w.hold), default=self.size)
 
 
 class GuardWatch:
-    """A `StreamCheck` that never holds text; verdicts arrive in the background (see the module doc)."""
+    """A `StreamCheck` whose verdicts arrive in the background (see the module doc)."""
 
     __slots__ = ("_client", "_decisions", "_fields", "_prompt", "_stop")
 
-    def __init__(self, watched: dict[DeltaField, list[_Watched]], prompt: str, client: str | None) -> None:
-        self._fields = watched
+    def __init__(self, fields: dict[DeltaField, _Field], prompt: str, client: str | None) -> None:
+        self._fields = fields
         self._prompt = prompt
         self._client = client
         self._decisions: list[Decision] = []
@@ -48,46 +70,50 @@ class GuardWatch:
     @property
     def busy(self) -> bool:
         """True while some text is not judged yet (a call in flight or text past the last checkpoint)."""
-        return any(w.task is not None or w.size > w.covered for ws in self._fields.values() for w in ws)
+        return any(w.task is not None or f.size > w.covered for f in self._fields.values() for w in f.watched)
 
     def feed(self, where: DeltaField, text: str) -> CheckResult:
-        for w in self._fields.get(where, ()):
-            w.parts.append(text)
-            w.size += len(text)
+        f = self._fields.get(where)
+        if f is None:
+            return self._result(text)
+        f.parts.append(text)
+        f.size += len(text)
+        for w in f.watched:
             self._harvest(w)
-            new = w.size - w.covered
+            new = f.size - w.covered
             step = w.guard.rule.checkpoint_chars
             if w.task is None and (new >= step or (new >= step // 4 and text[-1:] in _SENTENCE_ENDS)):
-                self._launch(w)
-        return self._result(text)
+                self._launch(f, w)
+        return self._result(self._release(f))
 
     def finish(self, where: DeltaField) -> CheckResult:
-        for w in self._fields.get(where, ()):
+        f = self._fields.get(where)
+        if f is None:
+            return self._result("")
+        for w in f.watched:
             self._harvest(w)
-        return self._result("")
+        return self._result(self._release(f))
 
     async def settle(self) -> None:
         """Judge everything fed so far and wait for every verdict (the final checkpoint)."""
-        for ws in self._fields.values():
-            for w in ws:
+        for f in self._fields.values():
+            for w in f.watched:
                 for _ in range(2):  # the call in flight, then one covering the rest
                     if w.task is not None:
                         await asyncio.wait([w.task])
                         self._harvest(w)
-                    if w.size > w.covered and self._stop is None:
-                        self._launch(w)
+                    if f.size > w.covered and self._stop is None:
+                        self._launch(f, w)
 
     def cancel(self) -> None:
-        for ws in self._fields.values():
-            for w in ws:
+        for f in self._fields.values():
+            for w in f.watched:
                 if w.task is not None:
                     w.task.cancel()
 
-    def _launch(self, w: _Watched) -> None:
-        text = "".join(w.parts)
-        w.parts = [text]
-        w.covered = w.size
-        item = GuardInput(text, w.place, self._client, self._prompt)
+    def _launch(self, f: _Field, w: _Watched) -> None:
+        w.covered = w.task_covers = f.size
+        item = GuardInput(f.text(), f.place, self._client, self._prompt)
         w.task = asyncio.create_task(w.guard.judge(item, w.mode))
 
     def _harvest(self, w: _Watched) -> None:
@@ -96,17 +122,27 @@ class GuardWatch:
             return
         w.task = None
         decision = task.result()  # judge never raises for a guard failure (on_error makes a decision)
-        if decision is None:
-            return
-        self._decisions.append(decision)
-        if self._stop is None and decision.action == "block" and decision.mode == "enforce":
-            extension: dict[str, object] = {
-                "stopped": "content_filter",
-                "rule": decision.rule,
-                "category": decision.category,
-                "where": decision.where,
-            }
-            self._stop = Stop("content_filter", extension)
+        if decision is not None:
+            self._decisions.append(decision)
+            if decision.action == "block" and decision.mode == "enforce":
+                if self._stop is None:
+                    extension: dict[str, object] = {
+                        "stopped": "content_filter",
+                        "rule": decision.rule,
+                        "category": decision.category,
+                        "where": decision.where,
+                    }
+                    self._stop = Stop("content_filter", extension)
+                return
+        w.safe = w.task_covers
+
+    def _release(self, f: _Field) -> str:
+        point = f.release_point()
+        if point <= f.released or self._stop is not None:
+            return ""
+        text = f.text()[f.released : point]
+        f.released = point
+        return text
 
     def _result(self, text: str) -> CheckResult:
         decisions, self._decisions = self._decisions or None, []
@@ -116,17 +152,13 @@ class GuardWatch:
 
 
 def guard_watch(guards: GuardSet, client: str | None, prompt: str) -> GuardWatch | None:
-    """The watch check of one stream, or None when no guard rule watches this client's output."""
-    watched: dict[DeltaField, list[_Watched]] = {}
+    """The stream check of one stream, or None when no guard rule judges this client's output."""
+    fields: dict[DeltaField, _Field] = {}
     for name, place in FIELD_PLACE.items():
-        found = [
-            _Watched(g, mode, place)
-            for g, mode in guards.active(client, place)
-            if g.rule.stream_mode == "watch"
-        ]
+        found = [_Watched(g, mode, g.rule.stream_mode == "hold") for g, mode in guards.active(client, place)]
         if found:
-            watched[name] = found
-    return GuardWatch(watched, prompt, client) if watched else None
+            fields[name] = _Field(place, found)
+    return GuardWatch(fields, prompt, client) if fields else None
 
 
 __all__ = ["GuardWatch", "guard_watch"]

@@ -168,7 +168,12 @@ StreamMode = Literal["hold", "watch"]
 # Places and stream modes the request flow runs guard rules at. A guard rule naming any other is refused at
 # load time (fail closed): a configured rule must never silently do nothing.
 GUARD_WIRED_WHERE: frozenset[str] = frozenset({"input", "output", "reasoning", "tool_arguments"})
-GUARD_WIRED_STREAM_MODES: frozenset[str] = frozenset({"watch"})
+# hold releases text only after a verdict, which a field's end cannot wait for inside the stream: only the
+# answer (``output``), whose end the relay awaits, can be held.
+GUARD_STREAM_MODE_PLACES: dict[str, frozenset[str]] = {
+    "watch": frozenset({"output", "reasoning", "tool_arguments"}),
+    "hold": frozenset({"output"}),
+}
 
 
 class GuardEngine(Strict):
@@ -228,9 +233,13 @@ class GuardRuleBase(Strict):
     @classmethod
     def _stream_mode_wired(cls, mode: StreamMode, info: ValidationInfo) -> StreamMode:
         where = info.data.get("where") or ()
-        streamed = [w for w in where if w != "input"]
-        if streamed and mode not in GUARD_WIRED_STREAM_MODES:
-            raise ValueError(f"stream_mode {mode!r} is not available in this version")
+        places = GUARD_STREAM_MODE_PLACES.get(mode, frozenset())
+        unwired = sorted(w for w in where if w != "input" and w not in places)
+        if unwired:
+            runs = ", ".join(sorted(places)) or "nowhere yet"
+            raise ValueError(
+                f"stream_mode {mode!r} does not run at {', '.join(unwired)} (it runs at: {runs})"
+            )
         return mode
 
 

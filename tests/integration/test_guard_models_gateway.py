@@ -69,8 +69,8 @@ def guard() -> Iterator[FakeGuard]:
         yield fake
 
 
-def ask(gw: RunningGateway, text: str) -> httpx.Response:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 8}
+def ask(gw: RunningGateway, text: str, max_tokens: int = 8) -> httpx.Response:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
     return httpx.post(f"{gw.api}/chat/completions", json=body, timeout=20)
 
 
@@ -252,3 +252,45 @@ def test_watch_on_a_non_streamed_answer(tmp_path: Path, fake_engine: FakeEngine,
         body = ask(gw, "[[script:unsafe]] hi").json()
     assert body["choices"][0]["finish_reason"] == "content_filter"
     assert body["menshen"]["category"] == "Violent"
+
+
+# --- output, hold mode ------------------------------------------------------------------------------------
+
+
+def hold_rule(guard: FakeGuard, **overrides: Any) -> dict[str, Any]:
+    return {**output_rule(guard), "stream_mode": "hold", **overrides}
+
+
+def test_hold_never_releases_text_before_its_verdict(
+    tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard
+) -> None:
+    words = [" word"] * 10 + [" bomb"] + [" more"] * 40
+    fake_engine.scripts["unsafe"] = Script.of(words)
+    with guarded_gateway(tmp_path, fake_engine, hold_rule(guard)) as gw:
+        text, finish, extension = _stream(gw, "[[script:unsafe]] tell me")
+    assert finish == "content_filter"
+    assert extension is not None and extension["category"] == "Violent"
+    assert "bomb" not in text
+    assert "".join(words).startswith(text)  # only text a Safe verdict covered, in order
+
+
+def test_hold_releases_a_safe_answer_whole(tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard) -> None:
+    script = Script.lorem(80, seed=5)
+    answer = "".join(p.text for p in script.pieces)
+    fake_engine.scripts["safe"] = script
+    with guarded_gateway(tmp_path, fake_engine, hold_rule(guard)) as gw:
+        text, finish, _ = _stream(gw, "[[script:safe]] hi")
+        body = ask(gw, "[[script:safe]] hi", max_tokens=400).json()
+    assert (text, finish) == (answer, "stop")
+    assert body["choices"][0]["message"]["content"] == answer
+
+
+def test_hold_with_the_guard_down_and_on_error_block_releases_nothing(
+    tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard
+) -> None:
+    guard.down = True
+    fake_engine.scripts["any"] = Script.lorem(60, seed=2)
+    with guarded_gateway(tmp_path, fake_engine, hold_rule(guard)) as gw:
+        text, finish, extension = _stream(gw, "[[script:any]] hi")
+    assert (text, finish) == ("", "content_filter")
+    assert extension is not None and extension["category"] == "guard_error"

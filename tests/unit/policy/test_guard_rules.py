@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy import PolicyError, PolicyLoadError, load_bundle
-from gateway.policy.sections import GUARD_WIRED_STREAM_MODES, GUARD_WIRED_WHERE, ClassifierRule, WebhookRule
+from gateway.policy.sections import GUARD_STREAM_MODE_PLACES, GUARD_WIRED_WHERE, ClassifierRule, WebhookRule
 from tests.support.policy import VALID_BUNDLE, write_bundle
 
 CLASSIFIER = """\
@@ -62,12 +62,16 @@ def test_a_place_not_wired_is_refused_at_its_line(tmp_path: Path, where: str) ->
 
 
 @pytest.mark.parametrize("mode", ["hold", "watch"])
-def test_a_stream_mode_not_wired_is_refused(tmp_path: Path, mode: str) -> None:
-    if mode in GUARD_WIRED_STREAM_MODES or "output" not in GUARD_WIRED_WHERE:
-        pytest.skip("covered by the where check, or wired")
-    text = CLASSIFIER.replace("WHERE", "output") + f"    stream_mode: {mode}\n"
+@pytest.mark.parametrize("where", ["output", "reasoning", "tool_arguments"])
+def test_a_stream_mode_not_wired_at_a_place_is_refused(tmp_path: Path, mode: str, where: str) -> None:
+    text = CLASSIFIER.replace("WHERE", where) + f"    stream_mode: {mode}\n"
+    if where in GUARD_STREAM_MODE_PLACES[mode]:
+        load_bundle(bundle_with(tmp_path, text))
+        return
     errors = errors_of(bundle_with(tmp_path, text))
-    assert [(e.line, f"stream_mode {mode!r}" in e.message) for e in errors] == [(10, True)], errors
+    assert [(e.line, f"stream_mode {mode!r} does not run at {where}" in e.message) for e in errors] == [
+        (10, True)
+    ], errors
 
 
 def test_engine_needs_exactly_one_source(tmp_path: Path) -> None:
