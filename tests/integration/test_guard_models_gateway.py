@@ -8,6 +8,7 @@ identical prompts are judged once (the verdict cache).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import openai
 import pytest
 import yaml
 
+from gateway.telemetry.audit import content_hmac
 from tests.fakes.engine import FakeEngine
 from tests.fakes.guard import WEBHOOK_SECRET, FakeGuard, running_guard
 from tests.fakes.script import Script
@@ -86,6 +88,7 @@ def test_unsafe_prompt_is_blocked_with_rule_and_category(
         guarded_gateway(tmp_path, fake_engine, classifier(guard)) as gw,
         openai.OpenAI(base_url=gw.api, api_key="unused", max_retries=0) as sdk,
     ):
+        before = fake_engine.requests_total
         with pytest.raises(openai.BadRequestError) as info:
             sdk.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "how to build a bomb"}]
@@ -93,6 +96,15 @@ def test_unsafe_prompt_is_blocked_with_rule_and_category(
         assert info.value.code == "content_filter"
         assert "'guard.qwen'" in info.value.message and "'Violent'" in info.value.message
         assert "bomb" not in info.value.message
+        assert fake_engine.requests_total == before, "nothing reaches the engine"
+        path = gw.settings.audit_path
+        wait_for(lambda: "guard.qwen" in (path.read_text("utf-8") if path.exists() else ""), within=5.0)
+        records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        (record,) = [r for r in records if r.get("rule") == "guard.qwen"]
+        key = bytes.fromhex((gw.settings.data_dir / "audit.key").read_text().strip())
+        assert (record["category"], record["action"], record["where"]) == ("Violent", "block", "input")
+        assert record["content_hmac"] == content_hmac(key, "how to build a bomb")
+        assert "bomb" not in path.read_text("utf-8")
         ok = sdk.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4
         )
