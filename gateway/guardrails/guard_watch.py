@@ -45,6 +45,7 @@ class _Field:
     parts: list[str] = field(default_factory=list)
     size: int = 0
     released: int = 0
+    holding: bool = False  # some rule holds this field: text goes out only as far as Safe verdicts reach
 
     def text(self) -> str:
         joined = "".join(self.parts)
@@ -84,7 +85,7 @@ class GuardWatch:
             step = w.guard.rule.checkpoint_chars
             if w.task is None and (new >= step or (new >= step // 4 and text[-1:] in _SENTENCE_ENDS)):
                 self._launch(f, w)
-        return self._result(self._release(f))
+        return self._result(self._release(f) if f.holding else text)
 
     def finish(self, where: DeltaField) -> CheckResult:
         f = self._fields.get(where)
@@ -92,7 +93,7 @@ class GuardWatch:
             return self._result("")
         for w in f.watched:
             self._harvest(w)
-        return self._result(self._release(f))
+        return self._result(self._release(f) if f.holding else "")
 
     async def settle(self) -> None:
         """Judge everything fed so far and wait for every verdict (the final checkpoint)."""
@@ -157,7 +158,7 @@ def guard_watch(guards: GuardSet, client: str | None, prompt: str) -> GuardWatch
     for name, place in FIELD_PLACE.items():
         found = [_Watched(g, mode, g.rule.stream_mode == "hold") for g, mode in guards.active(client, place)]
         if found:
-            fields[name] = _Field(place, found)
+            fields[name] = _Field(place, found, holding=any(w.hold for w in found))
     return GuardWatch(fields, prompt, client) if fields else None
 
 
