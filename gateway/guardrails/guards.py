@@ -25,6 +25,7 @@ GuardRule = ClassifierRule | WebhookRule
 CallObserver = Callable[[str, str, str], None]
 """``observer(rule, outcome, breaker state)``: outcome is allow, flag, block, cached or an error reason."""
 ERROR_CATEGORY = "guard_error"
+_RECENT_BUNDLES = 4  # snapshots whose guard set is kept: the current one and those requests may still hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,55 +154,64 @@ class GuardRegistry:
     ) -> None:
         self._engines = dict(engines or {})
         self._observer = observer
-        self._guards: dict[str, Guard] = {}  # rule JSON -> guard
-        self._sets: dict[int, GuardSet] = {}  # id(bundle) -> its set; bundles are immutable
-        self._retired: list[Guard] = []
-        self._bundle: PolicyBundle | None = None
+        # Every guard made, by its rule's JSON: a rule version keeps one breaker and one cache for the process's
+        # life, and requests still on an older snapshot find theirs. Rule versions are few; closed at shutdown.
+        self._made: dict[str, Guard] = {}
+        self._current: tuple[Guard, ...] = ()
+        # id(bundle) -> (bundle, its set); holding the bundle keeps its id from being reused while it is a key
+        self._sets: OrderedDict[int, tuple[PolicyBundle, GuardSet]] = OrderedDict()
 
     def prepare(self, bundle: PolicyBundle) -> GuardSet:
-        """The bundle's guard set; raises `GuardSetupError` listing every rule that cannot be set up."""
-        problems: list[str] = []
-        guards: list[Guard] = []
-        kept: dict[str, Guard] = {}
-        for rule in bundle.guardrails.rules:
-            if not isinstance(rule, ClassifierRule | WebhookRule):
-                continue
-            spec = rule.model_dump_json()
-            guard = self._guards.get(spec) or kept.get(spec)
-            if guard is None:
-                try:
-                    guard = Guard(rule, self._caller(rule), self._observer)
-                except GuardSetupError as exc:
-                    problems.append(f"rule {rule.id!r}: {exc}")
-                    continue
-            kept[spec] = guard
-            guards.append(guard)
-        if problems:
-            raise GuardSetupError("; ".join(problems))
-        self._retired += [g for spec, g in self._guards.items() if spec not in kept]
-        self._guards = kept
-        guard_set = GuardSet(tuple(guards), bundle)
-        self._sets = {id(bundle): guard_set}  # only the newest bundle is asked for from now on
-        self._bundle = bundle  # keeps id(bundle) from being reused while it is the key
+        """The bundle's guard set, now the current one (``/readyz``); raises `GuardSetupError` listing every
+        rule that cannot be set up. Called by the policy compiler on every load."""
+        guard_set = self._build(bundle)
+        self._current = guard_set.guards
         return guard_set
 
     def for_bundle(self, bundle: PolicyBundle) -> GuardSet:
+        """The guard set of a request's snapshot (built on a miss, e.g. a snapshot loaded elsewhere)."""
         found = self._sets.get(id(bundle))
-        return found if found is not None else self.prepare(bundle)
+        return found[1] if found is not None else self._build(bundle)
 
     def guards(self) -> tuple[Guard, ...]:
-        return tuple(self._guards.values())
+        """The guards of the policy loaded last."""
+        return self._current
 
-    def _caller(self, rule: GuardRule) -> GuardCaller:
+    def _build(self, bundle: PolicyBundle) -> GuardSet:
+        problems: list[str] = []
+        guards: list[Guard] = []
+        for rule in bundle.guardrails.rules:
+            if not isinstance(rule, ClassifierRule | WebhookRule):
+                continue
+            try:
+                secret = _secret(rule.secret_file if isinstance(rule, WebhookRule) else rule.engine.key_file)
+                # the secret is part of the guard's identity: a rotated key file takes effect on the next load
+                spec = rule.model_dump_json() + "\0" + hashlib.sha256((secret or "").encode()).hexdigest()
+                guard = self._made.get(spec)
+                if guard is None:
+                    guard = self._made[spec] = Guard(rule, self._caller(rule, secret), self._observer)
+            except GuardSetupError as exc:
+                problems.append(f"rule {rule.id!r}: {exc}")
+                continue
+            guards.append(guard)
+        if problems:
+            raise GuardSetupError("; ".join(problems))
+        guard_set = GuardSet(tuple(guards), bundle)
+        self._sets[id(bundle)] = (bundle, guard_set)
+        while len(self._sets) > _RECENT_BUNDLES:
+            self._sets.popitem(last=False)
+        return guard_set
+
+    def _caller(self, rule: GuardRule, secret: str | None) -> GuardCaller:
         if isinstance(rule, WebhookRule):
-            return WebhookCaller(rule.url, _secret(rule.secret_file), rule.id)
+            return WebhookCaller(rule.url, secret, rule.id)
         engine = rule.engine
         if engine.role is not None:
             ref = self._engines.get(engine.role)
             if ref is None:
                 raise GuardSetupError(f"no engine of role {engine.role!r} runs in this deployment")
         else:
-            ref = EngineRef(engine.url or "", _secret(engine.key_file))
+            ref = EngineRef(engine.url or "", secret)
         return ClassifierCaller(
             ref.base_url,
             ref.api_key,
@@ -212,9 +222,8 @@ class GuardRegistry:
         )
 
     async def aclose(self) -> None:
-        for guard in (*self._guards.values(), *self._retired):
+        for guard in self._made.values():
             await guard.aclose()
-        self._retired.clear()
 
 
 def _secret(path: str | None) -> str | None:

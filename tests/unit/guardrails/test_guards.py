@@ -88,9 +88,8 @@ async def test_webhook_answers_and_a_bad_secret_is_an_error(guard: FakeGuard, tm
     try:
         assert await judge(registry, bundle(hook), "the secret-plan") == ("block", "dlp", ())
         assert await judge(registry, bundle(hook), "my salary") == ("flag", "hr", ())
-        secret.write_text("wrong", encoding="utf-8")
-        changed = bundle({**hook, "description": "new secret"})
-        assert (await judge(registry, changed, "hello"))[1:] == ("guard_error", (("error", "http_401"),))
+        secret.write_text("wrong", encoding="utf-8")  # a rotated secret file takes effect on the next load
+        assert (await judge(registry, bundle(hook), "hello"))[1:] == ("guard_error", (("error", "http_401"),))
     finally:
         await registry.aclose()
 
