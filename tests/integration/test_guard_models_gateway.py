@@ -306,3 +306,16 @@ def test_hold_with_the_guard_down_and_on_error_block_releases_nothing(
         text, finish, extension = _stream(gw, "[[script:any]] hi")
     assert (text, finish) == ("", "content_filter")
     assert extension is not None and extension["category"] == "guard_error"
+
+
+def test_watch_on_reasoning_cuts_with_its_place(
+    tmp_path: Path, fake_engine: FakeEngine, guard: FakeGuard
+) -> None:
+    fake_engine.scripts["think"] = Script.of(
+        [" fine"], reasoning=[" plan", " a", " bomb", "."] + [" more"] * 5
+    )
+    rule = classifier(guard, where=["reasoning"], checkpoint_chars=16)
+    with guarded_gateway(tmp_path, fake_engine, rule) as gw:
+        _, finish, extension = _stream(gw, "[[script:think]] hi")
+    assert finish == "content_filter"
+    assert extension is not None and (extension["where"], extension["category"]) == ("reasoning", "Violent")
