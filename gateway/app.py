@@ -90,6 +90,7 @@ def create_app(settings: Settings, parts: AppParts | None = None) -> Litestar:
             await state.upstreams.aclose()
             await state.limiter.aclose()
             await state.http.aclose()
+            await state.guards.aclose()
             state.recorder.close()
             if parts.telemetry is None:
                 telemetry.shutdown()

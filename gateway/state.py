@@ -17,7 +17,9 @@ from litestar.plugins import PluginProtocol
 
 from engine.client import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, BuiltinIssuer
-from gateway.guardrails import Normalizer, compile_guardrails
+from gateway.guardrails import CompiledGuardrails, Normalizer, compile_guardrails
+from gateway.guardrails.guards import EngineRef, GuardRegistry
+from gateway.policy.sections import PolicyBundle
 from gateway.policy.store import PolicyStore
 from gateway.protocol import UpModelCard
 from gateway.ratelimit import RateLimiter
@@ -57,6 +59,7 @@ class GatewayState:
         "authenticator",
         "embeddings",
         "extra_ready_checks",
+        "guards",
         "http",
         "issuer",
         "limiter",
@@ -81,6 +84,7 @@ class GatewayState:
         recorder: Recorder,
         audit: AuditLog,
         http: httpx.AsyncClient,
+        guards: GuardRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry
@@ -100,7 +104,8 @@ class GatewayState:
             max_body_bytes=settings.server.max_body_bytes,
             gate=self.audit_gate.check,
         )
-        self.relay = RelayService(self.admitter, upstreams, recorder)
+        self.guards = guards or GuardRegistry()
+        self.relay = RelayService(self.admitter, upstreams, recorder, self.guards)
         self.embeddings = EmbeddingsService(self.admitter, upstreams, recorder)
         self.extra_ready_checks: list[Callable[[], str | None]] = [self.audit_gate.problem]
 
@@ -121,7 +126,13 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         metrics.policy_reload(ok=ok, version=version[:12])
         audit.record("policy_reload", result="success" if ok else "failure", policy_version=version[:12])
 
-    compiler = functools.partial(compile_guardrails, normalizer=Normalizer())
+    guards = GuardRegistry(guard_engines(parts), metrics.guard_call)
+    compile_text = functools.partial(compile_guardrails, normalizer=Normalizer())
+
+    def compiler(bundle: PolicyBundle) -> CompiledGuardrails:
+        guards.prepare(bundle)  # a guard rule that cannot be set up fails the load like a bad pattern
+        return compile_text(bundle)
+
     policy = PolicyStore.open(settings.policies, compiler=compiler, hooks=[on_reload])
     metrics.policy_reload(ok=True, version=policy.current.short_version)
     metrics.set_known_clients(policy.current.bundle.clients.clients.keys())
@@ -144,7 +155,17 @@ def build_state(settings: Settings, parts: AppParts) -> GatewayState:
         recorder=Recorder(metrics, audit),
         audit=audit,
         http=http,
+        guards=guards,
     )
+
+
+def guard_engines(parts: AppParts) -> dict[str, EngineRef]:
+    """The profile's engines a classifier rule may name by role (``engine: {role: guard}``)."""
+    return {
+        s.role: EngineRef(s.base_url.rstrip("/") + "/v1", s.api_key)
+        for s in parts.supervisors
+        if getattr(s, "role", None) == "guard"
+    }
 
 
 def build_upstreams(settings: Settings, parts: AppParts) -> UpstreamSet:

@@ -183,7 +183,9 @@ def compile_guardrails(bundle: PolicyBundle, normalizer: Normalizer | None = Non
     kinds: list[str] = []
     entries: list[tuple[str, int]] = []
     patterns: list[CompiledPattern] = []
-    for index, rule in enumerate(section.rules):
+    # guard rules (classifier, webhook) run apart, in `gateway.guardrails.guards`
+    text_rules = [r for r in section.rules if isinstance(r, WordRule | PatternRule)]
+    for index, rule in enumerate(text_rules):
         infos.append(RuleInfo(rule.id, rule.category, rule.action, rule.mode, frozenset(rule.where)))
         kinds.append(rule.kind)
         if isinstance(rule, WordRule):

@@ -106,7 +106,11 @@ def run_golden(
         _report(errors, directory, out)
         return 1
     clients = list(snapshot.bundle.clients.clients)
-    failures = [f for f in (run_case(snapshot.guardrails, case, clients) for case in cases) if f is not None]
+    failures = [
+        f
+        for f in (run_case(snapshot.guardrails, case, clients, snapshot.bundle) for case in cases)
+        if f is not None
+    ]
     if compact:
         report = {
             "version": snapshot.short_version,

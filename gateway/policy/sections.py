@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Action = Literal["block", "mask", "flag"]
 Mode = Literal["enforce", "shadow"]
@@ -153,6 +162,112 @@ class PatternRule(RuleBase):
     validator: Literal["luhn", "cn_resident_id"] | None = None
 
 
+GuardOnError = Literal["allow", "block"]
+GuardAction = Literal["block", "flag"]
+StreamMode = Literal["hold", "watch"]
+# Places and stream modes the request flow runs guard rules at. A guard rule naming any other is refused at
+# load time (fail closed): a configured rule must never silently do nothing.
+GUARD_WIRED_WHERE: frozenset[str] = frozenset({"input", "output", "reasoning", "tool_arguments"})
+# hold releases text only after a verdict, which a field's end cannot wait for inside the stream: only the
+# answer (``output``), whose end the relay awaits, can be held.
+GUARD_STREAM_MODE_PLACES: dict[str, frozenset[str]] = {
+    "watch": frozenset({"output", "reasoning", "tool_arguments"}),
+    "hold": frozenset({"output"}),
+}
+
+
+class GuardEngine(Strict):
+    """An OpenAI-compatible engine serving a guard model: a URL with its key file, or the profile's engine
+    of role ``guard`` (``gateway up``)."""
+
+    url: str | None = Field(
+        None, pattern=r"^https?://", description="Base URL, e.g. http://10.0.0.5:8001/v1."
+    )
+    key_file: str | None = Field(None, description="File holding the engine's API key (read at load).")
+    role: Literal["guard"] | None = Field(None, description="The profile's engine of this role.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GuardEngine:
+        if (self.url is None) == (self.role is None):
+            raise ValueError("give either 'url' (with 'key_file') or 'role: guard'")
+        if self.role is not None and self.key_file is not None:
+            raise ValueError("'key_file' goes with 'url'; an engine by role brings its own key")
+        return self
+
+
+class GuardRuleBase(Strict):
+    """What classifier and webhook rules share: where they run, how long they may take, what a failure does."""
+
+    id: RuleId
+    mode: Mode = "enforce"
+    where: list[Where] = Field(default_factory=lambda: list[Where](["input"]))
+    description: str = ""
+    timeout_ms: float = Field(2000.0, gt=0, le=60000, description="Timeout of one guard call.")
+    on_error: GuardOnError = Field(
+        "block", description="What a failed, timed-out or unparsable call (or an open breaker) does."
+    )
+    checkpoint_chars: int = Field(
+        400, ge=16, le=65536, description="Output: the answer is classified every this many characters."
+    )
+    stream_mode: StreamMode = Field(
+        "watch", description="Output: watch (text flows, cut on Unsafe) or hold (released once Safe)."
+    )
+    cache_size: int = Field(1024, ge=0, le=1_000_000, description="Verdicts cached by text hash (0: none).")
+    breaker_failures: int = Field(5, ge=1, le=1000, description="Failures in a row that open the breaker.")
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds the breaker stays open before one probe call."
+    )
+
+    @field_validator("where")
+    @classmethod
+    def _where_wired(cls, where: list[Where]) -> list[Where]:
+        unwired = sorted(set(where) - GUARD_WIRED_WHERE)
+        if unwired:
+            wired = ", ".join(sorted(GUARD_WIRED_WHERE)) or "none yet"
+            raise ValueError(
+                f"guard rules do not run at {', '.join(unwired)} in this version (they run at: {wired})"
+            )
+        return where
+
+    @field_validator("stream_mode")
+    @classmethod
+    def _stream_mode_wired(cls, mode: StreamMode, info: ValidationInfo) -> StreamMode:
+        where = info.data.get("where") or ()
+        places = GUARD_STREAM_MODE_PLACES.get(mode, frozenset())
+        unwired = sorted(w for w in where if w != "input" and w not in places)
+        if unwired:
+            runs = ", ".join(sorted(places)) or "nowhere yet"
+            raise ValueError(
+                f"stream_mode {mode!r} does not run at {', '.join(unwired)} (it runs at: {runs})"
+            )
+        return mode
+
+
+class ClassifierRule(GuardRuleBase):
+    """A guard model (Qwen3Guard-Gen) on an OpenAI-compatible engine; its verdict names categories, each
+    mapped to an action. ``Safety: Controversial`` takes the ``controversial`` action."""
+
+    kind: Literal["classifier"]
+    engine: GuardEngine
+    model: str = Field(min_length=1, description="Served model name, e.g. Qwen/Qwen3Guard-Gen-0.6B.")
+    categories: dict[str, GuardAction] = Field(
+        default_factory=dict, description="Action of each Unsafe category, e.g. {Violent: block, PII: flag}."
+    )
+    other: GuardAction = Field("block", description="Action of an Unsafe category not listed.")
+    controversial: Literal["allow", "block", "flag"] = Field(
+        "flag", description="Action of a Controversial verdict."
+    )
+
+
+class WebhookRule(GuardRuleBase):
+    """An HTTP guard service: POST ``{"text", "where", "client", "rule"}`` with a bearer secret; it answers
+    ``{"action": "allow|block|flag", "category": ...}``."""
+
+    kind: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://", description="The service's endpoint.")
+    secret_file: str | None = Field(None, description="File holding the bearer secret (read at load).")
+
+
 def _rule_kind(value: object) -> str | None:
     """``kind`` may be left out: a rule with a ``pattern`` is a pattern rule, any other a word rule."""
     if isinstance(value, dict):
@@ -164,7 +279,10 @@ def _rule_kind(value: object) -> str | None:
 
 
 Rule = Annotated[
-    Annotated[WordRule, Tag("words")] | Annotated[PatternRule, Tag("pattern")],
+    Annotated[WordRule, Tag("words")]
+    | Annotated[PatternRule, Tag("pattern")]
+    | Annotated[ClassifierRule, Tag("classifier")]
+    | Annotated[WebhookRule, Tag("webhook")],
     Discriminator(_rule_kind),
 ]
 

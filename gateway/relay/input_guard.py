@@ -11,11 +11,14 @@ are, and to the span as events (rule and offsets, never the text).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import msgspec
 
 from gateway.errors import ContentFiltered
+from gateway.guardrails.guard_http import GuardInput
+from gateway.guardrails.guards import GuardSet
 from gateway.guardrails.pipeline import Decision
 from gateway.policy.store import PolicySnapshot
 from gateway.protocol import apply_guard_texts, guard_texts
@@ -69,6 +72,30 @@ def guard_input(admitted: Guarded, record: RequestRecord) -> None:
                 raise ContentFiltered(masked_by.rule, masked_by.category, param="tools") from None
 
 
+async def classify_input(admitted: Guarded, record: RequestRecord, guards: GuardSet) -> None:
+    """Guard models and webhooks on the request, once, after words and patterns (so on masked text).
+
+    The request's texts are judged as one text, one call per rule, all rules at once. An enforced block (an
+    Unsafe category the rule blocks, or a guard failure with ``on_error: block``) raises ``ContentFiltered``.
+    """
+    active = guards.active(admitted.client_id, "input")
+    if not active:
+        return
+    text = "\n\n".join(slot.text for slot in guard_texts(admitted.request) if slot.text)
+    if not text:
+        return
+    item = GuardInput(text, "input", admitted.client_id)
+    with phase(SPAN_INPUT_GUARD) as span:
+        found = await asyncio.gather(*(guard.judge(item, mode) for guard, mode in active))
+        decisions = [d for d in found if d is not None]
+        for decision in decisions:
+            record.decisions.append(decision)
+            add_decision_event(span, decision)
+        blocking = next((d for d in decisions if d.action == "block" and d.mode == "enforce"), None)
+        if blocking is not None:
+            raise ContentFiltered(blocking.rule, blocking.category)
+
+
 # Characters JSON may use outside a string value: a mask character among them proves nothing.
 _JSON_BARE = frozenset('0123456789+-.eEtrufalsn{}[],:" \t\r\n\\')
 
@@ -88,4 +115,4 @@ def masks_kept_json(text: str, masked: str, spans: list[tuple[int, int]], mask_c
     return True
 
 
-__all__ = ["Guarded", "guard_input", "masks_kept_json"]
+__all__ = ["Guarded", "classify_input", "guard_input", "masks_kept_json"]

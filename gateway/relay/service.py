@@ -23,11 +23,12 @@ from litestar.response.base import ASGIResponse
 
 from engine.client import EngineError, EngineStream
 from gateway.errors import GatewayError
+from gateway.guardrails.guards import GuardRegistry
 from gateway.relay.admission import AdmittedRequest, Admitter
 from gateway.relay.disconnect import ClientDisconnected, run_until_disconnect
 from gateway.relay.endpoints import Endpoint
 from gateway.relay.errors import engine_error
-from gateway.relay.input_guard import guard_input
+from gateway.relay.input_guard import classify_input, guard_input
 from gateway.relay.response import SSEResponse
 from gateway.relay.stream import Relay
 from gateway.relay.upstreams import UpstreamSet
@@ -39,12 +40,19 @@ _JSON_HEADERS = {"content-type": "application/json"}
 
 
 class RelayService:
-    __slots__ = ("_admitter", "_recorder", "_upstreams")
+    __slots__ = ("_admitter", "_guards", "_recorder", "_upstreams")
 
-    def __init__(self, admitter: Admitter, upstreams: UpstreamSet, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        admitter: Admitter,
+        upstreams: UpstreamSet,
+        recorder: Recorder,
+        guards: GuardRegistry | None = None,
+    ) -> None:
         self._admitter = admitter
         self._upstreams = upstreams
         self._recorder = recorder
+        self._guards = guards
 
     async def handle(self, request: Request[Any, Any, Any], endpoint: Endpoint) -> ASGIResponse:
         record = RequestRecord(
@@ -57,6 +65,9 @@ class RelayService:
             raise
         try:
             guard_input(admitted, record)
+            guards = self._guards.for_bundle(admitted.snapshot.bundle) if self._guards is not None else None
+            if guards is not None:
+                await classify_input(admitted, record, guards)  # guard models, once, before the engine
             upstream = await self._open(admitted)
         except GatewayError as exc:
             await admitted.settle(0)
@@ -67,7 +78,7 @@ class RelayService:
                 await admitted.settle(0)
             raise
         request_id = secrets.token_hex(12)
-        relay = Relay(admitted, upstream, record, self._recorder, request_id)
+        relay = Relay(admitted, upstream, record, self._recorder, request_id, guards)
         headers = {**admitted.reservation.headers, "x-request-id": request_id}
         if admitted.request.stream:
             return SSEResponse(relay.body(), headers)

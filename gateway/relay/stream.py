@@ -16,8 +16,18 @@ from opentelemetry.trace import Span
 
 from engine.client import EngineError, EngineHTTPError, EngineStream, EngineTimeout
 from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from gateway.guardrails.guard_watch import GuardWatch, guard_watch
+from gateway.guardrails.guards import GuardSet
 from gateway.guardrails.pipeline import StreamPipeline
-from gateway.protocol import OutChatFullChoice, OutCompletion, OutMessage, OutTextChoice, SSEDecoder, frame
+from gateway.protocol import (
+    OutChatFullChoice,
+    OutCompletion,
+    OutMessage,
+    OutTextChoice,
+    SSEDecoder,
+    frame,
+    guard_texts,
+)
 from gateway.relay.admission import AdmittedRequest
 from gateway.relay.tool_stream import ToolCallOrderError
 from gateway.relay.transcoder import Transcoder, UpstreamStreamError
@@ -29,7 +39,7 @@ from gateway.telemetry.spans import SPAN_STREAM, start_span
 class Relay:
     """One request's stream: the engine's reads in, client frames out, settled and recorded at the end."""
 
-    __slots__ = ("_admitted", "_pipeline", "_record", "_recorder", "_upstream", "transcoder")
+    __slots__ = ("_admitted", "_pipeline", "_record", "_recorder", "_upstream", "_watch", "transcoder")
 
     def __init__(
         self,
@@ -38,13 +48,20 @@ class Relay:
         record: RequestRecord,
         recorder: Recorder,
         request_id: str,
+        guards: GuardSet | None = None,
     ) -> None:
         request = admitted.request
         self._admitted = admitted
         self._upstream = upstream
         self._record = record
         self._recorder = recorder
-        self._pipeline = StreamPipeline(admitted.stream_checks())
+        checks = admitted.stream_checks()
+        self._watch = _watch_of(admitted, guards)
+        if self._watch is not None:
+            # first: it never holds text, and judging the engine's text as it comes lets the final checkpoint
+            # (before the finish chunk) cover what later checks still hold back
+            checks.insert(0, self._watch)
+        self._pipeline = StreamPipeline(checks)
         self.transcoder = Transcoder(
             endpoint=admitted.endpoint,
             request_id=request_id,
@@ -60,19 +77,31 @@ class Relay:
     async def body(self) -> AsyncGenerator[bytes, None]:
         """The response body. A failure after the stream started is one final SSE error event, kept in
         ``record.failure`` for a non-streamed answer."""
-        transcoder, record = self.transcoder, self._record
+        transcoder, record, watch = self.transcoder, self._record, self._watch
         decoder = SSEDecoder()
         error: GatewayError | None = None
         span = start_span(SPAN_STREAM)
         try:
             async for data in self._upstream.reads():
-                out = transcoder.feed(decoder.feed(data))
+                payloads = decoder.feed(data)
+                end = _answer_end(payloads) if watch is not None else None
+                if watch is not None and end is not None:
+                    # guard verdicts on the whole answer before the engine's finish chunk is transcoded
+                    out = transcoder.feed(payloads[:end])
+                    if out:
+                        yield out
+                    payloads = payloads[end:] if transcoder.stop is None else []
+                    if watch.busy:
+                        await watch.settle()
+                out = transcoder.feed(payloads)
                 if record.ttft_s is None and transcoder.generated_tokens:
                     record.ttft_s = record.elapsed()
                 if out:
                     yield out
                 if transcoder.stop is not None:
                     break  # closing now makes vLLM abort; after [DONE] the body is read out to keep the connection
+            if watch is not None and transcoder.finish_reason is None:
+                await watch.settle()
             yield transcoder.end()
         except (
             EngineError,
@@ -84,6 +113,8 @@ class Relay:
             error = record.failure = mid_stream_error(exc)
             yield frame(error.encode())
         finally:
+            if watch is not None:
+                watch.cancel()
             with CancelScope(shield=True):
                 await self._upstream.aclose()
                 record.disconnected = transcoder.finish_reason is None and error is None
@@ -150,6 +181,21 @@ class Relay:
             menshen=transcoder.extension,
         )
         return msgspec.json.encode(out)
+
+
+def _watch_of(admitted: AdmittedRequest, guards: GuardSet | None) -> GuardWatch | None:
+    if guards is None:
+        return None
+    prompt = "\n\n".join(slot.text for slot in guard_texts(admitted.request) if slot.text)
+    return guard_watch(guards, admitted.client_id, prompt)
+
+
+def _answer_end(payloads: list[bytes]) -> int | None:
+    """Index of the engine's finish chunk (compact JSON, as vLLM writes it) or of ``[DONE]``, if in this read."""
+    for i, p in enumerate(payloads):
+        if p == b"[DONE]" or b'"finish_reason":"' in p:
+            return i
+    return None
 
 
 def mid_stream_error(exc: Exception) -> GatewayError:

@@ -47,6 +47,7 @@ async def readyz(gateway: NamedDependency[GatewayState]) -> ASGIResponse:
         "upstreams": engines,
         "policy": gateway.policy.status(),
         "audit": audit,
+        "guards": {g.rule.id: g.breaker.state for g in gateway.guards.guards()},
         "ratelimit": {
             "storage": limiter.storage,
             "degraded": limiter.degraded,

@@ -135,6 +135,21 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.guard_calls = Counter(
+            "guard_calls",
+            "Guard model and webhook calls by rule and outcome (allow, flag, block, cached, or an error).",
+            ["rule", "outcome"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.guard_breaker_open = Gauge(
+            "guard_breaker_open",
+            "1 while a guard rule's circuit breaker is open or half-open (on_error applies without a call).",
+            ["rule"],
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="max",
+        )
         self.guardrail_hits = Counter(
             "guardrail_hits",
             "Guardrail decisions by rule, action, mode and where.",
@@ -234,6 +249,11 @@ class Metrics:
         self.guardrail_hits.labels(
             self._rules(rule), self._reasons(action), self._reasons(mode), self._reasons(where)
         ).inc()
+
+    def guard_call(self, rule: str, outcome: str, breaker: str) -> None:
+        name = self._rules(rule)
+        self.guard_calls.labels(name, self._reasons(outcome)).inc()
+        self.guard_breaker_open.labels(name).set(0 if breaker == "closed" else 1)
 
     def loop_cut(self, *, where: str) -> None:
         self.loops_cut.labels(self._reasons(where)).inc()
