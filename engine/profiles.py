@@ -163,6 +163,43 @@ _QWEN3_8B = EngineProfile(
     ),
 )
 
+# Qwen3Guard-Gen-0.6B: a generative safety classifier (verdict lines "Safety: ...", "Categories: ..."), 1.2 GiB
+# of 16-bit weights; policy rules of `kind: classifier` name it with `engine: {role: guard}`.
+def _qwen3_guard(memory_share: float) -> EngineSpec:
+    return EngineSpec(
+        role="guard",
+        served_model_name="qwen3guard-gen-0.6b",
+        model="Qwen/Qwen3Guard-Gen-0.6B",
+        max_model_len_limit=32768,
+        args=MappingProxyType(
+            {
+                "dtype": "bfloat16",
+                "max-model-len": 8192,
+                "gpu-memory-utilization": memory_share,
+                "disable-uvicorn-access-log": True,
+            }
+        ),
+        env=_OFFLINE,
+    )
+
+
+_QWEN3_8B_GUARDED = EngineProfile(
+    name="qwen3-8b-guarded",
+    description="qwen3-8b plus Qwen3Guard-Gen-0.6B as the guard model of `kind: classifier` rules.",
+    device="gpu",
+    memory=(
+        "One GPU with at least 40 GiB: the chat engine gets 72% of it, the embedding engine 9% and the guard "
+        "engine 9% (1.2 GiB of bf16 weights each for the two small models). The guard's weights come from "
+        "the operator, offline, like the others (guard:model=/path/to/Qwen3Guard-Gen-0.6B)."
+    ),
+    min_memory_gib=40.0,
+    engines=(
+        _qwen3_chat("Qwen/Qwen3-8B", "qwen3-8b", 0.72, dtype="bfloat16"),
+        _qwen3_embeddings(0.09, "bfloat16"),
+        _qwen3_guard(0.09),
+    ),
+)
+
 _QWEN3_8B_AWQ = EngineProfile(
     name="qwen3-8b-awq",
     description="Qwen3-8B AWQ 4-bit (fp16 activations) and Qwen3-Embedding-0.6B for smaller cards.",
@@ -229,7 +266,7 @@ _CPU_DEMO = EngineProfile(
 )
 
 PROFILES: Mapping[str, EngineProfile] = MappingProxyType(
-    {p.name: p for p in (_QWEN3_8B, _QWEN3_8B_AWQ, _CPU_DEMO)}
+    {p.name: p for p in (_QWEN3_8B, _QWEN3_8B_GUARDED, _QWEN3_8B_AWQ, _CPU_DEMO)}
 )
 
 

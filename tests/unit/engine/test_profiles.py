@@ -244,12 +244,12 @@ def test_newline_in_a_value_is_refused() -> None:
 
 
 def test_unknown_profile_lists_known_ones() -> None:
-    with pytest.raises(ProfileError, match="known: qwen3-8b, qwen3-8b-awq, cpu-demo"):
+    with pytest.raises(ProfileError, match="known: qwen3-8b, qwen3-8b-guarded, qwen3-8b-awq, cpu-demo"):
         get_profile("llama-70b")
 
 
 def test_every_profile_documents_memory_and_bounds() -> None:
-    assert set(PROFILES) == {"qwen3-8b", "qwen3-8b-awq", "cpu-demo"}
+    assert set(PROFILES) == {"qwen3-8b", "qwen3-8b-guarded", "qwen3-8b-awq", "cpu-demo"}
     for profile in PROFILES.values():
         assert isinstance(profile, EngineProfile)
         assert "GiB" in profile.memory
@@ -276,3 +276,15 @@ def test_every_profile_documents_memory_and_bounds() -> None:
 )
 def test_normalise_arg_name(raw: str, expected: str) -> None:
     assert normalise_arg_name(raw) == expected
+
+
+def test_the_guarded_profile_runs_qwen3guard_beside_chat_and_embeddings() -> None:
+    profile = PROFILES["qwen3-8b-guarded"]
+    assert [e.role for e in profile.engines] == ["chat", "embeddings", "guard"]
+    guard = _args(_command("qwen3-8b-guarded", "guard").args)
+    assert guard["served-model-name"] == "qwen3guard-gen-0.6b"
+    shares = [
+        float(_args(_command("qwen3-8b-guarded", r).args)["gpu-memory-utilization"] or 0)
+        for r in ("chat", "embeddings", "guard")
+    ]
+    assert sum(shares) <= 0.95  # three engines share one card, with room left for CUDA's own use
