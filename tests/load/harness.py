@@ -34,6 +34,10 @@ from tests.perf._bench_common import (
 )
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)  # a report line shows when it is written, also into a file or a pipe
+
+
 class NotLoopback(ValueError):
     """The harness only sends traffic to this machine's loopback interface."""
 
@@ -133,7 +137,7 @@ def report_line(elapsed: float, tally: Tally, fp: Footprint | None) -> str:
 
 
 async def drive(
-    config: SoakConfig, host: str, port: int, pids: list[int], emit: Callable[[str], None] = print
+    config: SoakConfig, host: str, port: int, pids: list[int], emit: Callable[[str], None] = _print
 ) -> SoakResult:
     """The load itself, against a gateway already running at ``host:port`` (processes ``pids``)."""
     measure = (lambda: footprint(pids)) if pids else (lambda: None)
@@ -206,7 +210,7 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             pipe.close()
 
 
-def run_soak(config: SoakConfig, emit: Callable[[str], None] = print) -> SoakResult:
+def run_soak(config: SoakConfig, emit: Callable[[str], None] = _print) -> SoakResult:
     with gateway_under_load(config) as (host, port, pids):
         emit(
             f"soak: {config.streams} streams for {config.duration_s:.0f} s at {config.rate:g} tokens/s "
