@@ -17,8 +17,16 @@ from tests.perf._bench_common import bench_policies
 from tests.support.edge_server import capture_logs, serve_edge
 
 
-def pytest_report_header() -> str:
+def _seed_line() -> str:
     return f"fuzz seed: {fuzz_seed()} (replay with FUZZ_SEED={fuzz_seed()})"
+
+
+def pytest_report_header() -> str:
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(_seed_line())  # also under -q, which hides the header
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,9 @@ def post_json(target: Target, http: httpx.Client, path: str, body: bytes) -> Non
 @example(body=b'{"model":"qwen3-8b","model":1,"messages":[{"role":"user","content":"hi"}]}')
 @example(body=b'{"model":"qwen3-8b","messages":[{"role":"user","content":"\xff\xfe"}]}')
 @example(body=b"[" * 5000 + b"]" * 5000)
+@example(
+    body=b'{"model":"qwen3-8b","messages":[{"role":"user","content":"hi"}],"max_tokens":18446744073709551616}'
+)
 @example(body=b'{"model":"qwen3-8b","messages":[{"role":"user","content":[{"type":"image_url"}]}]}')
 def test_chat_completions_bodies(target: Target, http: httpx.Client, body: bytes) -> None:
     post_json(target, http, "/v1/chat/completions", body)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 
 _CHUNKED_END = b"0\r\n\r\n"
 _DONE = b"data: [DONE]"
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
 
 
 def chat_request(port: int, model: str, prompt: str = "soak") -> bytes:
@@ -61,12 +63,21 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
+    async def _refusal(self, head: bytes) -> str:
+        """The status line and the start of the error body (its message says which limit or timeout)."""
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        match = _CONTENT_LENGTH.search(head)
+        if match is None:
+            return status
+        body = await self.reader.readexactly(int(match.group(1)))
+        return f"{status} {body[:200].decode('utf-8', 'replace')}"
+
     async def stream(self, request: bytes) -> bool:
         """One streamed response; True when it ended with [DONE]. Raises StreamError on a non-200."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
-            raise StreamError(head.split(b"\r\n", 1)[0].decode("latin-1"))
+            raise StreamError(await self._refusal(head))
         if b"transfer-encoding: chunked" not in head.lower():
             raise StreamError("a 200 that is not a chunked stream")
         tail, done = b"", False
@@ -81,14 +92,15 @@ class Connection:
 
 
 async def stream_slot(
-    host: str, port: int, request: bytes, until: float, stream_s: float, tally: Tally
+    host: str, port: int, request: bytes, until: float, stream_s: float, tally: Tally, *, first: bool = False
 ) -> None:
     """One concurrent stream: requests back to back until the loop's clock passes ``until``, each given
-    ``stream_s`` seconds at most."""
+    ``stream_s`` seconds at most; with ``first`` at least one request is sent."""
     loop = asyncio.get_running_loop()
     conn: Connection | None = None
     try:
-        while loop.time() < until:
+        while first or loop.time() < until:
+            first = False
             tally.started += 1
             try:
                 if conn is None:

@@ -38,6 +38,10 @@ def _print(line: str) -> None:
     print(line, flush=True)  # a report line shows when it is written, also into a file or a pipe
 
 
+WARM_UP_STREAMS = 4  # per worker
+WARM_IDLE_S = 6.0
+
+
 class NotLoopback(ValueError):
     """The harness only sends traffic to this machine's loopback interface."""
 
@@ -141,11 +145,23 @@ async def drive(
 ) -> SoakResult:
     """The load itself, against a gateway already running at ``host:port`` (processes ``pids``)."""
     measure = (lambda: footprint(pids)) if pids else (lambda: None)
-    result = SoakResult(config, Tally(), measure())
     loop = asyncio.get_running_loop()
+    request = chat_request(port, config.model)
+    # The baseline is taken warm and idle: what the first requests open for good (metric files, pools) is
+    # not a leak; the idle wait outlasts the gateway's keep-alive (5 s) and its engine pool's (4 s).
+    warm = Tally()
+    await asyncio.gather(
+        *(
+            stream_slot(host, port, request, loop.time(), config.stream_timeout_s, warm, first=True)
+            for _ in range(WARM_UP_STREAMS * config.workers)
+        )
+    )
+    if warm.errors or warm.no_done:
+        emit(f"warm-up: {warm.errors} errors, {warm.no_done} without [DONE]: {warm.first_errors}")
+    await asyncio.sleep(WARM_IDLE_S)
+    result = SoakResult(config, Tally(), measure())
     start = loop.time()
     until = start + config.duration_s
-    request = chat_request(port, config.model)
     slots = [
         asyncio.create_task(stream_slot(host, port, request, until, config.stream_timeout_s, result.tally))
         for _ in range(config.streams)
