@@ -68,6 +68,7 @@ class SoakConfig:
     report_every_s: float = 60.0
     workers: int = 1
     redis_url: str | None = None
+    redis_timeout_ms: int | None = None  # the gateway's --redis-timeout-ms (default 50)
     gateway_url: str | None = None  # a running gateway on loopback: nothing is started
     gateway_pids: tuple[int, ...] = ()  # its processes, for RSS and fds
     model: str = MODEL
@@ -204,6 +205,8 @@ def gateway_under_load(config: SoakConfig) -> Iterator[tuple[str, int, list[int]
     if config.redis_url is not None:
         env["GATEWAY_REDIS_URL"] = config.redis_url
         env["GATEWAY_REDIS_KEY_PREFIX"] = f"menshen-soak-{secrets.token_hex(4)}:"
+        if config.redis_timeout_ms is not None:
+            env["GATEWAY_REDIS_TIMEOUT_MS"] = str(config.redis_timeout_ms)
     engine, engine_port = start_fake(config.tokens, config.rate)
     try:
         with tempfile.TemporaryDirectory(prefix="menshen-soak-") as tmp:

@@ -24,6 +24,7 @@ def parse(argv: Sequence[str] | None = None) -> SoakConfig:
         "--workers", type=int, default=1, help="gateway workers (above 1: per-worker limits or Redis)"
     )
     p.add_argument("--redis-url", help="share rate limits through this Redis (loopback), own key prefix")
+    p.add_argument("--redis-timeout-ms", type=int, help="the gateway's bound on each Redis command")
     p.add_argument("--gateway-url", help="load this running gateway (loopback) instead of starting one")
     p.add_argument("--gateway-pid", type=int, action="append", default=[], help="its process, for RSS/fds")
     p.add_argument("--model", default="Qwen/Qwen3-8B", help="model name the gateway serves")
@@ -37,6 +38,7 @@ def parse(argv: Sequence[str] | None = None) -> SoakConfig:
             report_every_s=args.report_every,
             workers=args.workers,
             redis_url=args.redis_url,
+            redis_timeout_ms=args.redis_timeout_ms,
             gateway_url=args.gateway_url,
             gateway_pids=tuple(args.gateway_pid),
             model=args.model,
