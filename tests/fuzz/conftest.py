@@ -63,3 +63,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         running.assert_alive()
         assert not engine.errors
     check_logs(logs.text())
+
+
+@pytest.fixture(scope="module")
+def http(target: Target) -> Iterator[httpx.Client]:
+    """A kept-alive client of the gateway under fuzz (for bodies; headers go over bare sockets)."""
+    with httpx.Client(base_url=target.gateway.url, timeout=20) as client:
+        yield client

@@ -1,18 +1,16 @@
 """Property-based fuzz of every route's input: JSON bodies built from the request schema then broken,
 query strings, headers and OAuth forms. Every answer must keep the contract of ``checks.check_answer``.
 
-Bounded in examples; the seed is in pytest's header (``FUZZ_SEED=N`` replays a run).
+Bounded in examples; the seed is printed by pytest (``FUZZ_SEED=N`` replays a run).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-import pytest
 from hypothesis import event, example, given, seed, settings
 from hypothesis import strategies as st
 
@@ -34,12 +32,6 @@ HEADER_VALUE = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from("\t\x80\xff"),
     max_size=60,
 )
-
-
-@pytest.fixture(scope="module")
-def http(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.gateway.url, timeout=20) as client:
-        yield client
 
 
 def send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Answer:
