@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The GPU node installs the CUDA build of vLLM; everything else the CPU build.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 
-.PHONY: up serve test check lint typecheck unit bench install install-cpu install-gpu redis clean deploy-check obs-check
+.PHONY: up serve test check lint typecheck unit bench soak install install-cpu install-gpu redis clean deploy-check obs-check
 
 up: $(if $(HAS_GPU),install-gpu,install-cpu)
 	$(BIN)/gateway up $(ARGS)
@@ -27,6 +27,12 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# The long load and soak run against the fake engine (not in CI; CI runs a 60 s, 200-stream version).
+# Flags: make soak SOAK_ARGS="--streams 1000 --duration 600 --rate 20 --workers 2 --redis-url redis://127.0.0.1:6379/15"
+SOAK_ARGS ?= --streams 1000 --duration 600 --rate 20 --report-every 60
+soak: install redis
+	$(BIN)/python -m tests.load.soak $(SOAK_ARGS)
 
 bench: install-cpu redis
 	for b in tests/perf/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

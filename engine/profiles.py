@@ -163,6 +163,7 @@ _QWEN3_8B = EngineProfile(
     ),
 )
 
+
 # Qwen3Guard-Gen-0.6B: a generative safety classifier (verdict lines "Safety: ...", "Categories: ..."), 1.2 GiB
 # of 16-bit weights; policy rules of `kind: classifier` name it with `engine: {role: guard}`.
 def _qwen3_guard(memory_share: float) -> EngineSpec:
