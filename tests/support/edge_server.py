@@ -1,25 +1,18 @@
-"""The gateway under uvicorn as ``gateway serve`` configures it (``server_config``), in a thread of its own,
-with raw-socket helpers for the edge tests."""
+"""The gateway as ``gateway serve`` configures it, with raw-socket helpers for the edge tests."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from gateway.app import AppParts, create_app
-from gateway.serve import server_config
+from gateway.app import AppParts
 from gateway.telemetry.logging import configure_logging
-from tests.support.gateway import RunningGateway, gateway_settings
+from tests.support.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.support.logcapture import Logs, RawCapture, saved_logging
 
 
@@ -27,21 +20,9 @@ from tests.support.logcapture import Logs, RawCapture, saved_logging
 def serve_edge(
     tmp: Path, upstream: str, parts: AppParts | None = None, **overrides: Any
 ) -> Iterator[RunningGateway]:
-    settings = gateway_settings(tmp, upstream, **overrides)
-    app = create_app(settings, parts)
-    server = uvicorn.Server(server_config(app, settings))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name="gateway-edge")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningGateway(settings, server, app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    """``run_gateway`` (which runs ``gateway serve``'s uvicorn configuration) with settings built here."""
+    with run_gateway(gateway_settings(tmp, upstream, **overrides), parts) as running:
+        yield running
 
 
 def connect(gateway: RunningGateway, timeout: float = 10.0) -> socket.socket:
