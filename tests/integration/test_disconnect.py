@@ -35,7 +35,7 @@ def test_disconnect_mid_stream_closes_upstream(gateway: RunningGateway, fake_eng
     # Leaving the block closes the client connection mid-stream.
     took = wait_for(lambda: fake_engine.aborted_total == 1, within=1.0)
     assert took < 1.0
-    assert fake_engine.running == 0
+    wait_for(lambda: fake_engine.running == 0, within=1.0)  # the abort is counted a moment before the slot
 
 
 def test_disconnect_before_first_token(gateway: RunningGateway, fake_engine: FakeEngine) -> None:
@@ -60,4 +60,4 @@ def test_disconnect_non_streamed(gateway: RunningGateway, fake_engine: FakeEngin
     worker.join()
     client.close()
     wait_for(lambda: fake_engine.aborted_total == 1, within=1.5)
-    assert fake_engine.running == 0
+    wait_for(lambda: fake_engine.running == 0, within=1.0)  # the abort is counted a moment before the slot
